@@ -1,0 +1,72 @@
+"""The softmax and log-softmax functions, computed stably along one axis."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import as_float_array, normalize_axis
+
+
+def _shifted(x, axis: int) -> tuple[np.ndarray, int]:
+    """Return ``x - max(x)`` along ``axis``; rows whose max is not finite are left unshifted.
+
+    Subtracting the max leaves softmax unchanged (numerator and denominator both gain the
+    factor ``exp(-max)``) and keeps every exponent <= 0, so ``exp`` never overflows.
+    """
+    x = as_float_array(x, "x")
+    ax = normalize_axis(axis, x.ndim)
+    if x.shape[ax] == 0:
+        return x.copy(), ax
+    # Shift by the real part only: complex inputs (complex-step differentiation) stay analytic.
+    m = np.max(x.real, axis=ax, keepdims=True)
+    # A row of all -inf has max -inf; -inf - (-inf) is NaN, which is the documented answer,
+    # but shifting by it would raise an 'invalid value' warning. Shift those rows by 0.
+    m = np.where(np.isfinite(m), m, 0).astype(x.real.dtype, copy=False)
+    # x - max can only overflow to -inf for a logit that softmax sends to 0 anyway.
+    with np.errstate(over="ignore"):
+        return x - m, ax
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n, ...)
+        Logits. float32 stays float32, float64 stays float64, integers become float64.
+    axis : int, default -1
+        The axis that is normalised.
+
+    Returns
+    -------
+    y : ndarray, same shape as ``x``
+        Probabilities: non-negative, summing to 1 along ``axis``. A ``-inf`` logit gets
+        probability exactly 0 (masking). A row of only ``-inf`` has no defined softmax and
+        gives NaN, as does any row containing NaN or ``+inf``.
+    """
+    z, ax = _shifted(x, axis)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(z)
+        return e / np.sum(e, axis=ax, keepdims=True)
+
+
+def log_softmax(x, axis: int = -1) -> np.ndarray:
+    r"""Log of the softmax along ``axis``: :math:`x_i - \log\sum_j e^{x_j}` (log-sum-exp).
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n, ...)
+        Logits; dtype rules as in :func:`softmax`.
+    axis : int, default -1
+        The axis that is normalised.
+
+    Returns
+    -------
+    logp : ndarray, same shape as ``x``
+        ``log(softmax(x))`` computed without forming the probabilities, so it stays finite
+        where ``softmax`` underflows to 0. ``-inf`` logits give ``-inf``; a row of only
+        ``-inf`` gives NaN.
+    """
+    z, ax = _shifted(x, axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return z - np.log(np.sum(np.exp(z), axis=ax, keepdims=True))

@@ -1,0 +1,210 @@
+r"""Numerical gradients and the comparison of an analytic gradient against them.
+
+For a scalar function :math:`f` of an array :math:`x` and a step :math:`h`:
+forward :math:`(f(x + h e_k) - f(x))/h` (error O(h)), central
+:math:`(f(x + h e_k) - f(x - h e_k))/2h` (error O(h²)), complex step
+:math:`\operatorname{Im} f(x + i h e_k)/h` (error O(h²), no cancellation, so h can be tiny).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+_METHODS = ("central", "forward", "complex")
+
+
+def default_step(method: str, dtype=np.float64) -> float:
+    r"""The step that balances truncation and rounding error for ``method`` in ``dtype``.
+
+    :math:`\sqrt{\varepsilon}` for forward, :math:`\varepsilon^{1/3}` for central, and
+    :math:`10^{-20}` for the complex step, which has no subtractive cancellation.
+    """
+    _check_method(method)
+    eps = np.finfo(np.dtype(dtype)).eps
+    return {"forward": float(np.sqrt(eps)), "central": float(np.cbrt(eps)), "complex": 1e-20}[
+        method
+    ]
+
+
+def _check_method(method: str) -> None:
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+
+
+def numerical_gradient(
+    f: Callable[[np.ndarray], float], x, eps: float | None = None, method: str = "central"
+) -> np.ndarray:
+    r"""Finite-difference gradient of a scalar function, one coordinate at a time.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> scalar``. For ``method="complex"`` it must accept complex input and be
+        analytic (no ``abs``, no comparisons on the perturbed values).
+    x : array_like, shape (...)
+        The point; float32 input is perturbed and evaluated in float32 (complex64).
+    eps : float, optional
+        The step h; default :func:`default_step`.
+    method : {"central", "forward", "complex"}
+
+    Returns
+    -------
+    g : ndarray, shape of ``x``
+        :math:`g_k \approx \partial f/\partial x_k`, in x's floating dtype.
+    """
+    _check_method(method)
+    x = np.asarray(x)
+    if x.dtype.kind not in "f":
+        x = x.astype(np.float64)
+    h = default_step(method, x.dtype) if eps is None else float(eps)
+    if not h > 0:
+        raise ValueError(f"eps must be a positive step, got {eps}")
+    grad = np.empty(x.shape, dtype=x.dtype)
+    if method == "complex":
+        work = x.astype(np.result_type(x.dtype, np.complex64))
+        for k in np.ndindex(x.shape):
+            work[k] += 1j * h
+            grad[k] = np.imag(f(work)) / h
+            work[k] = x[k]
+        return grad
+    work = x.copy()
+    f0 = f(work) if method == "forward" else None
+    for k in np.ndindex(x.shape):
+        # The step actually taken is (x + h) - x, which differs from h by rounding.
+        work[k] = x[k] + x.dtype.type(h)
+        step = work[k] - x[k]
+        fp = f(work)
+        if method == "forward":
+            grad[k] = (fp - f0) / step
+        else:
+            work[k] = x[k] - x.dtype.type(h)
+            fm = f(work)
+            grad[k] = (fp - fm) / (step + (x[k] - work[k]))
+        work[k] = x[k]
+    return grad
+
+
+def relative_error(a, b, floor: float = 0.0) -> np.ndarray:
+    r"""Elementwise symmetric relative error :math:`|a - b| / \max(|a|, |b|, \text{floor})`.
+
+    Symmetric in ``a`` and ``b``; 0 where ``a == b`` (so two exact zeros give 0, not NaN). A
+    positive ``floor`` turns the error into an absolute one for entries smaller than it.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    diff = np.abs(a - b)
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = diff / scale
+    return np.where(diff == 0, 0.0, err)
+
+
+@dataclass(frozen=True)
+class GradientCheck:
+    """The outcome of :func:`check_gradient`.
+
+    Attributes
+    ----------
+    max_error : float
+        Largest elementwise relative error.
+    index : tuple
+        Where it occurs (an index into ``x``).
+    tol : float
+        The tolerance the check used.
+    passed : bool
+        ``max_error <= tol``.
+    analytic, numerical, errors : ndarray
+        The two gradients and the elementwise relative errors, shape of ``x``.
+    """
+
+    max_error: float
+    index: tuple
+    tol: float
+    passed: bool
+    analytic: np.ndarray
+    numerical: np.ndarray
+    errors: np.ndarray
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"gradient check {verdict}: max relative error {self.max_error:.2e} at {self.index} "
+            f"(analytic {self.analytic[self.index]:.6g}, "
+            f"numerical {self.numerical[self.index]:.6g}, tol {self.tol:.0e})"
+        )
+
+
+def check_gradient(
+    f: Callable[[np.ndarray], float],
+    grad,
+    x,
+    eps: float | None = None,
+    method: str = "central",
+    tol: float = 1e-6,
+    floor: float = 1e-12,
+) -> GradientCheck:
+    """Compare an analytic gradient with :func:`numerical_gradient` of ``f`` at ``x``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> scalar``.
+    grad : callable or array_like
+        ``grad(x)`` returning the analytic gradient (shape of ``x``), or that array itself.
+    x : array_like
+        The point.
+    eps, method
+        Passed to :func:`numerical_gradient`.
+    tol : float
+        Largest relative error that passes.
+    floor : float
+        Passed to :func:`relative_error`, so gradients that are zero up to rounding compare
+        absolutely.
+    """
+    x = np.asarray(x)
+    analytic = np.asarray(grad(x.copy()) if callable(grad) else grad)
+    if analytic.shape != x.shape:
+        raise ValueError(
+            f"the analytic gradient must have the shape of x {x.shape}, got {analytic.shape}"
+        )
+    numerical = numerical_gradient(f, x, eps=eps, method=method)
+    errors = relative_error(analytic, numerical, floor=floor)
+    if errors.size == 0:
+        raise ValueError("x is empty: there is no gradient to check")
+    # NaN counts as the worst error, so a NaN gradient is reported where it occurs.
+    index = np.unravel_index(int(np.argmax(np.where(np.isnan(errors), np.inf, errors))), x.shape)
+    max_error = float(np.max(errors))
+    return GradientCheck(
+        max_error=max_error,
+        index=tuple(int(i) for i in index),
+        tol=float(tol),
+        passed=bool(max_error <= tol),
+        analytic=analytic,
+        numerical=numerical,
+        errors=errors,
+    )
+
+
+def error_vs_step(
+    f: Callable[[np.ndarray], float], grad, x, steps, method: str = "central", floor: float = 0.0
+) -> np.ndarray:
+    """Max relative error of the numerical gradient against ``grad`` for each step in ``steps``.
+
+    Returns
+    -------
+    errors : ndarray, shape (len(steps),)
+        For plotting error against h on log-log axes.
+    """
+    x = np.asarray(x)
+    analytic = np.asarray(grad(x.copy()) if callable(grad) else grad)
+    return np.array(
+        [
+            float(np.max(relative_error(analytic, numerical_gradient(f, x, h, method), floor)))
+            for h in np.asarray(steps, dtype=np.float64)
+        ]
+    )

@@ -1,0 +1,55 @@
+"""The SymPy derivation: free symbols, the Kronecker form, the question's delta."""
+
+import numpy as np
+import pytest
+import sympy as sp
+from softmax_grad import (
+    jacobian_difference,
+    kronecker_form,
+    logit_symbols,
+    probability_symbols,
+    question_delta_difference,
+    symbolic_jacobian,
+    symbolic_softmax,
+)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_jacobian_equals_kronecker_form(n):
+    assert jacobian_difference(n).is_zero_matrix
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_question_delta_is_the_diagonal(n):
+    assert question_delta_difference(n).is_zero_matrix
+
+
+def test_free_symbols_are_exactly_the_logits():
+    jac = symbolic_jacobian(3)
+    assert jac.shape == (3, 3)
+    assert jac.free_symbols == set(logit_symbols(3))
+    assert kronecker_form(3).free_symbols == set(probability_symbols(3))
+
+
+def test_numeric_value_matches_seed():
+    z1, z2 = logit_symbols(2)
+    jac = symbolic_jacobian(2).subs({z1: 1, z2: 2})
+    v = np.e / (1 + np.e) ** 2
+    np.testing.assert_allclose(np.array(jac.evalf(), dtype=float), [[v, -v], [-v, v]], rtol=1e-14)
+    assert float(sp.simplify(sum(symbolic_softmax(2)))) == 1.0
+
+
+def test_a_wrong_form_is_not_proved():
+    s = probability_symbols(2)
+    wrong = sp.Matrix(2, 2, lambda i, j: s[i] * (1 - s[i]) if i == j else 0)
+    z = logit_symbols(2)
+    subs = dict(zip(s, symbolic_softmax(2), strict=True))
+    diff = (symbolic_jacobian(2) - wrong.subs(subs)).applyfunc(sp.simplify)
+    assert not diff.is_zero_matrix
+    assert diff.free_symbols == set(z)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_n(bad):
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        symbolic_jacobian(bad)
