@@ -6,8 +6,8 @@ import mpmath
 import numpy as np
 import pytest
 from hypothesis import given
-from softmax_grad import log_softmax, softmax
 
+from softmax_grad import log_softmax, softmax
 from tests.strategies import logits
 
 

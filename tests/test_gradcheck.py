@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from softmax_grad import (
     check_gradient,
     default_step,

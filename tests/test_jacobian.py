@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given
+
 from softmax_grad import (
     diagonal_only_derivative,
     jacobian_einsum,
@@ -10,7 +11,6 @@ from softmax_grad import (
     jacobian_vectorized,
     softmax,
 )
-
 from tests.strategies import logits, vectors
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from softmax_grad import LogSoftmax, Softmax, numerical_gradient
 
 

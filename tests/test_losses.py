@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from softmax_grad import (
     cross_entropy,
     mse,
@@ -12,7 +13,6 @@ from softmax_grad import (
     softmax_cross_entropy,
     softmax_vjp,
 )
-
 from tests.strategies import logits
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import sympy as sp
+
 from softmax_grad import (
     jacobian_difference,
     kronecker_form,

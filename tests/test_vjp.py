@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from softmax_grad import jacobian_vectorized, log_softmax, log_softmax_vjp, softmax, softmax_vjp
 
+from softmax_grad import jacobian_vectorized, log_softmax, log_softmax_vjp, softmax, softmax_vjp
 from tests.strategies import logits
 
 
