@@ -97,5 +97,9 @@ def test_errors_are_named():
         numerical_gradient(_cubic, np.ones(2), method="backward")
     with pytest.raises(ValueError, match="eps must be a positive step"):
         numerical_gradient(_cubic, np.ones(2), eps=0.0)
+    with pytest.raises(
+        ValueError, match=r"eps=1e-20 is below the spacing of x\[0\]=0\.5 in float64"
+    ):
+        numerical_gradient(_cubic, np.array([0.5, 1.0]), eps=1e-20)
     with pytest.raises(ValueError, match=r"shape of x \(2,\), got \(3,\)"):
         check_gradient(_cubic, np.ones(3), np.ones(2))

@@ -27,4 +27,22 @@ def test_heatmap_is_centred_on_zero_with_labelled_colorbar():
     assert im.get_clim() == (-3.0, 3.0)
     assert len(ax.texts) == 4
     assert fig.axes[-1].get_ylabel() == "value"
+    assert [t.get_color() for t in ax.texts] == ["black", "white", "black", "white"]
+    plt.close(fig)
+
+
+def test_heatmap_shares_a_given_scale():
+    fig, ax = plt.subplots()
+    im = heatmap(
+        ax,
+        np.ones((2, 2)),
+        title="t",
+        xlabel="j",
+        ylabel="i",
+        colorbar_label="v",
+        symmetric=False,
+        vmin=0.0,
+        vmax=4.0,
+    )
+    assert im.get_clim() == (0.0, 4.0)
     plt.close(fig)

@@ -27,6 +27,14 @@ def _shifted(x, axis: int) -> tuple[np.ndarray, int]:
         return x - m, ax
 
 
+def _exp_sum(x, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shifted logits ``z``, ``e = exp(z)`` and the row sums of ``e`` (kept as an axis of 1)."""
+    z, ax = _shifted(x, axis)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(z)
+    return z, e, np.sum(e, axis=ax, keepdims=True)
+
+
 def softmax(x, axis: int = -1) -> np.ndarray:
     r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`.
 
@@ -44,10 +52,9 @@ def softmax(x, axis: int = -1) -> np.ndarray:
         probability exactly 0 (masking). A row of only ``-inf`` has no defined softmax and
         gives NaN, as does any row containing NaN or ``+inf``.
     """
-    z, ax = _shifted(x, axis)
+    _, e, total = _exp_sum(x, axis)
     with np.errstate(invalid="ignore"):
-        e = np.exp(z)
-        return e / np.sum(e, axis=ax, keepdims=True)
+        return e / total
 
 
 def log_softmax(x, axis: int = -1) -> np.ndarray:
@@ -67,6 +74,6 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
         where ``softmax`` underflows to 0. ``-inf`` logits give ``-inf``; a row of only
         ``-inf`` gives NaN.
     """
-    z, ax = _shifted(x, axis)
+    z, _, total = _exp_sum(x, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return z - np.log(np.sum(np.exp(z), axis=ax, keepdims=True))
+        return z - np.log(total)

@@ -76,6 +76,12 @@ def numerical_gradient(
         # The step actually taken is (x + h) - x, which differs from h by rounding.
         work[k] = x[k] + x.dtype.type(h)
         step = work[k] - x[k]
+        if step == 0:
+            raise ValueError(
+                f"eps={h:g} is below the spacing of x[{', '.join(map(str, k))}]={float(x[k])!r} "
+                f"in {x.dtype}: x + eps "
+                "rounds to x; use a larger step or method='complex'"
+            )
         fp = f(work)
         if method == "forward":
             grad[k] = (fp - f0) / step

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import as_float_array, same_shape
-from .forward import log_softmax, softmax
+from .forward import _exp_sum
 
 
 def mse(y, target) -> tuple[np.floating, np.ndarray]:
@@ -90,7 +90,12 @@ def softmax_cross_entropy(logits, labels) -> tuple[np.floating, np.ndarray]:
     logits = as_float_array(logits, "logits")
     lab = _labels(labels, logits, "logits")
     batch = lab.size
-    logp = log_softmax(logits)
-    loss = -np.sum(np.take_along_axis(logp, lab[..., None], axis=-1)) / batch
-    onehot = _onehot(lab, logits.shape[-1], logits.dtype)
-    return loss, (softmax(logits) - onehot) / logits.dtype.type(batch)
+    # One pass of exponentials serves both outputs: log p of the true class, z_c - log(sum e),
+    # stays finite where p underflows to 0; the gradient is p/B with 1/B taken off at the label.
+    z, e, total = _exp_sum(logits, -1)
+    idx = lab[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = -np.sum(np.take_along_axis(z, idx, axis=-1) - np.log(total)) / batch
+        grad = e / (total * logits.dtype.type(batch))
+    np.put_along_axis(grad, idx, np.take_along_axis(grad, idx, axis=-1) - 1 / batch, axis=-1)
+    return loss, grad

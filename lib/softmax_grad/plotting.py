@@ -59,24 +59,43 @@ def heatmap(
     symmetric: bool = True,
     annotate: bool = False,
     fmt: str = "{:.3f}",
+    vmin: float | None = None,
+    vmax: float | None = None,
 ):
     """Draw ``matrix`` (shape (rows, cols)) on ``ax`` with a labelled colour bar.
 
-    ``symmetric`` centres a diverging colour map on 0, so signs read at a glance; ``annotate``
-    writes each value into its cell (for small matrices).
+    ``symmetric`` centres a diverging colour map on 0, so signs read at a glance; ``vmin`` and
+    ``vmax`` fix the colour scale (to share it between panels); ``annotate`` writes each value
+    into its cell, in white on dark cells, for small matrices. Ticks are the integer indices.
     """
+    import matplotlib.ticker as mticker
+
     m = np.asarray(matrix, dtype=float)
-    vmax = float(np.nanmax(np.abs(m))) if symmetric and m.size else None
-    kwargs = {"vmin": -vmax, "vmax": vmax} if vmax else {}
-    if not symmetric:
-        kwargs["cmap"] = "viridis"
-    im = ax.imshow(m, **kwargs)
+    if symmetric:
+        bound = float(np.nanmax(np.abs(m))) if m.size else 1.0
+        vmin = -bound if vmin is None else vmin
+        vmax = bound if vmax is None else vmax
+    im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap="RdBu_r" if symmetric else "viridis")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(False)
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(mticker.MaxNLocator(integer=True))
     ax.figure.colorbar(im, ax=ax, label=colorbar_label)
     if annotate:
+        lo, hi = im.get_clim()
         for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8)
+            # Dark cells are the ends of a diverging map and the low end of viridis.
+            t = (v - lo) / (hi - lo) if hi > lo else 0.5
+            dark = (t < 0.2 or t > 0.8) if symmetric else t < 0.5
+            ax.text(
+                j,
+                i,
+                fmt.format(v),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
     return im
