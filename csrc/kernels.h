@@ -1,0 +1,35 @@
+/* kernels.h: what each ISA file (kernels_scalar.c, kernels_avx2.c, kernels_avx512.c) gives
+ * dispatch.c -- one table of row-block kernels per ISA. Internal: cffi never sees this file.
+ *
+ * A row kernel processes `rows` consecutive rows of `n` elements starting at the given pointers.
+ * Pointers are void so one thread-splitting routine in dispatch.c serves every kernel; each kernel
+ * casts them back to its element type. `b` is unused by the one-input kernels (softmax).
+ */
+#ifndef SG_KERNELS_H
+#define SG_KERNELS_H
+
+#include <stddef.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SG_RESTRICT __restrict__
+#else
+#define SG_RESTRICT
+#endif
+
+typedef void (*sg_rows_fn)(const void *a, const void *b, void *out, size_t rows, size_t n);
+
+struct sg_kernels {
+    sg_rows_fn vjp_f32, vjp_f64;
+    sg_rows_fn softmax_f32, softmax_f64;
+    sg_rows_fn quadratic_f32, quadratic_f64;
+    /* Elementwise: called with rows = 1 and n = the element count of the block. */
+    sg_rows_fn add_f32, add_f64;
+};
+
+extern const struct sg_kernels sg_kernels_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const struct sg_kernels sg_kernels_avx2;
+extern const struct sg_kernels sg_kernels_avx512;
+#endif
+
+#endif /* SG_KERNELS_H */

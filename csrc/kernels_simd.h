@@ -1,0 +1,271 @@
+/* kernels_simd.h: the SIMD kernels, written once over a small vector vocabulary.
+ *
+ * Not a header in the usual sense: kernels_avx2.c and kernels_avx512.c each include it twice, once
+ * for float and once for double, after defining the vocabulary below. The algorithm therefore
+ * lives in one place and the ISA files contain only instructions.
+ *
+ * Vocabulary the includer defines:
+ *   SG_TARGET              function attribute enabling the ISA (e.g. target("avx2,fma"))
+ *   FN(name)               the name of this (ISA, dtype) instance of a kernel
+ *   T V M W                element type, vector type, tail-mask type, lanes per vector
+ *   VLOADU VSTOREU VSET1 VZERO VADD VSUB VMUL VFMADD(a, b, c) = a * b + c, VMAX
+ *   MTAIL(r)               mask of the first r lanes (0 <= r < W)
+ *   VMLOADZ(p, m)          masked load, 0 in the other lanes (never touches them in memory)
+ *   VMLOAD_OR(p, m, fill)  masked load, `fill` in the other lanes
+ *   VMSTORE(p, m, v)       masked store (the other lanes' memory is not written)
+ *   VHSUM(v) VHMAX(v)      horizontal sum / maximum to a scalar (a fixed order of operations)
+ *   VEXP(x, nm)            exp(x + nm) elementwise, accurate to the dtype (see the ISA file)
+ *   ACC_T ACC_ZERO ACC_ADD(acc, v) ACC_HSUM(acc)   the forward pass's sum accumulator (double
+ *                          precision for float rows), ACC_HSUM returns a double
+ *   VPREFETCH(p)           prefetch the cache line holding p into L1
+ *
+ * No kernel peels iterations to reach an aligned address: the order of operations in a row depends
+ * only on n, so a row gives bitwise the same result wherever it sits and whichever thread runs it.
+ */
+
+/* ---- softmax VJP: dx = y * (dy - <y, dy>) ----------------------------------------------------- */
+
+/* The row's two passes (the dot product, then the output) are software-pipelined across rows:
+ * one loop writes row r's output, re-reading y_r and dy_r from cache, while it streams y_{r+1} and
+ * dy_{r+1} from memory for row r+1's dot product. Memory then sees three continuous streams, as in
+ * c = a + b, instead of bursts of reads (pass 1) and of writes (pass 2). Row r's dot product is
+ * accumulated by exactly the same operations whether it is computed in row_dot (first row of a
+ * block) or in row_scale_next_dot, so the result does not depend on where a thread block starts. */
+
+/* Four accumulators hide the FMA latency; masked tail lanes load 0, and 0 * 0 adds nothing. */
+#define SG_DOT_4(s0, s1, s2, s3, a, b, i)                                                          \
+    do {                                                                                           \
+        s0 = VFMADD(VLOADU(a + i), VLOADU(b + i), s0);                                             \
+        s1 = VFMADD(VLOADU(a + i + W), VLOADU(b + i + W), s1);                                     \
+        s2 = VFMADD(VLOADU(a + i + 2 * W), VLOADU(b + i + 2 * W), s2);                             \
+        s3 = VFMADD(VLOADU(a + i + 3 * W), VLOADU(b + i + 3 * W), s3);                             \
+    } while (0)
+
+/* out = y * (dy - d): subtract, then multiply (never fused), the NumPy formula's two operations,
+ * so inf and NaN propagate the same way. */
+#define SG_SCALE_1(o, a, b, d, i) VSTOREU(o + i, VMUL(VLOADU(a + i), VSUB(VLOADU(b + i), d)))
+#define SG_SCALE_4(o, a, b, d, i)                                                                  \
+    do {                                                                                           \
+        SG_SCALE_1(o, a, b, d, i);                                                                 \
+        SG_SCALE_1(o, a, b, d, i + W);                                                             \
+        SG_SCALE_1(o, a, b, d, i + 2 * W);                                                         \
+        SG_SCALE_1(o, a, b, d, i + 3 * W);                                                         \
+    } while (0)
+
+SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n,
+                                      M tail)
+{
+    V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
+    size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W)
+        SG_DOT_4(s0, s1, s2, s3, y, dy, i);
+    for (; i + W <= n; i += W)
+        s0 = VFMADD(VLOADU(y + i), VLOADU(dy + i), s0);
+    if (i < n)
+        s1 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s1);
+    return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
+}
+
+SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                           T *SG_RESTRICT out, size_t n, M tail, T dot)
+{
+    const V d = VSET1(dot);
+    size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W)
+        SG_SCALE_4(out, y, dy, d, i);
+    for (; i + W <= n; i += W)
+        SG_SCALE_1(out, y, dy, d, i);
+    if (i < n)
+        VMSTORE(out + i, tail, VMUL(VMLOADZ(y + i, tail), VSUB(VMLOADZ(dy + i, tail), d)));
+}
+
+/* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter. */
+SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                                 T *SG_RESTRICT out, const T *SG_RESTRICT yn,
+                                                 const T *SG_RESTRICT dyn, size_t n, M tail, T dot)
+{
+    const V d = VSET1(dot);
+    V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
+    size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        SG_DOT_4(s0, s1, s2, s3, yn, dyn, i);
+        SG_SCALE_4(out, y, dy, d, i);
+    }
+    for (; i + W <= n; i += W) {
+        s0 = VFMADD(VLOADU(yn + i), VLOADU(dyn + i), s0);
+        SG_SCALE_1(out, y, dy, d, i);
+    }
+    if (i < n) {
+        s1 = VFMADD(VMLOADZ(yn + i, tail), VMLOADZ(dyn + i, tail), s1);
+        VMSTORE(out + i, tail, VMUL(VMLOADZ(y + i, tail), VSUB(VMLOADZ(dy + i, tail), d)));
+    }
+    return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
+}
+
+SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    const T *SG_RESTRICT y = a;
+    const T *SG_RESTRICT dy = b;
+    T *SG_RESTRICT out = o;
+    const M tail = MTAIL(n % W);
+    if (rows == 0)
+        return;
+    T dot = FN(row_dot)(y, dy, n, tail);
+    for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
+        dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, tail, dot);
+    FN(row_scale)(y, dy, out, n, tail, dot);
+}
+
+#undef SG_DOT_4
+#undef SG_SCALE_1
+#undef SG_SCALE_4
+
+/* ---- forward softmax: three passes over a row that stays in cache ----------------------------- */
+
+SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    (void)b;
+    const T *SG_RESTRICT x = a;
+    T *SG_RESTRICT out = o;
+    const M tail = MTAIL(n % W);
+    const V minus_inf = VSET1(-(T)INFINITY);
+    for (size_t r = 0; r < rows; ++r, x += n, out += n) {
+        /* Pass 1: the row maximum. A NaN may or may not survive VMAX, but a NaN logit makes the
+         * sum below NaN and with it the whole row, as in the NumPy formula, whatever m is. */
+        V m0 = minus_inf, m1 = minus_inf, m2 = minus_inf, m3 = minus_inf;
+        size_t i = 0;
+        for (; i + 4 * W <= n; i += 4 * W) {
+            m0 = VMAX(m0, VLOADU(x + i));
+            m1 = VMAX(m1, VLOADU(x + i + W));
+            m2 = VMAX(m2, VLOADU(x + i + 2 * W));
+            m3 = VMAX(m3, VLOADU(x + i + 3 * W));
+        }
+        for (; i + W <= n; i += W)
+            m0 = VMAX(m0, VLOADU(x + i));
+        if (i < n)
+            m1 = VMAX(m1, VMLOAD_OR(x + i, tail, minus_inf));
+        T m = VHMAX(VMAX(VMAX(m0, m1), VMAX(m2, m3)));
+        if (!isfinite(m)) /* +inf, or -inf for an all -inf row: shift by 0 like the NumPy code */
+            m = 0;
+        const V nm = VSET1(-m);
+
+        /* Pass 2: e = exp(x - m) into out, and its sum. */
+        ACC_T acc = ACC_ZERO;
+        for (i = 0; i + 4 * W <= n; i += 4 * W) {
+            const V e0 = VEXP(VLOADU(x + i), nm);
+            const V e1 = VEXP(VLOADU(x + i + W), nm);
+            const V e2 = VEXP(VLOADU(x + i + 2 * W), nm);
+            const V e3 = VEXP(VLOADU(x + i + 3 * W), nm);
+            VSTOREU(out + i, e0);
+            VSTOREU(out + i + W, e1);
+            VSTOREU(out + i + 2 * W, e2);
+            VSTOREU(out + i + 3 * W, e3);
+            acc = ACC_ADD(acc, VADD(VADD(e0, e1), VADD(e2, e3)));
+        }
+        for (; i + W <= n; i += W) {
+            const V e = VEXP(VLOADU(x + i), nm);
+            VSTOREU(out + i, e);
+            acc = ACC_ADD(acc, e);
+        }
+        if (i < n) { /* the -inf fill gives exp = 0 in the lanes past the row */
+            const V e = VEXP(VMLOAD_OR(x + i, tail, minus_inf), nm);
+            VMSTORE(out + i, tail, e);
+            acc = ACC_ADD(acc, e);
+        }
+
+        /* Pass 3: scale by 1/sum. A +inf logit makes sum = inf, 1/sum = 0, and e * 0 is 0 for
+         * finite e and NaN for e = inf, exactly as e / inf; an all -inf row has sum = 0 and
+         * 0 * inf = NaN, exactly as 0 / 0. */
+        const V inv = VSET1((T)(1.0 / ACC_HSUM(acc)));
+        for (i = 0; i + 4 * W <= n; i += 4 * W) {
+            VSTOREU(out + i, VMUL(VLOADU(out + i), inv));
+            VSTOREU(out + i + W, VMUL(VLOADU(out + i + W), inv));
+            VSTOREU(out + i + 2 * W, VMUL(VLOADU(out + i + 2 * W), inv));
+            VSTOREU(out + i + 3 * W, VMUL(VLOADU(out + i + 3 * W), inv));
+        }
+        for (; i + W <= n; i += W)
+            VSTOREU(out + i, VMUL(VLOADU(out + i), inv));
+        if (i < n)
+            VMSTORE(out + i, tail, VMUL(VMLOADZ(out + i, tail), inv));
+    }
+}
+
+/* ---- the source thread's O(n^2) algorithm (its AVX version), without its restrictions ---------- */
+
+/* As posted: for each i, sum_j (y_j * -y_i) * dy_j with one accumulator, multiply, multiply, add
+ * (no FMA); then out += y * dy. The only changes: any n (masked tail) and unaligned rows. */
+SG_TARGET static void FN(quadratic)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    const T *SG_RESTRICT y = a;
+    const T *SG_RESTRICT dy = b;
+    T *SG_RESTRICT out = o;
+    const M tail = MTAIL(n % W);
+    for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n) {
+        for (size_t i = 0; i < n; ++i) {
+            V sum = VZERO;
+            const V neg_y_i = VSET1(-y[i]);
+            size_t j = 0;
+            for (; j + W <= n; j += W)
+                sum = VADD(sum, VMUL(VMUL(VLOADU(y + j), neg_y_i), VLOADU(dy + j)));
+            if (j < n)
+                sum = VADD(sum, VMUL(VMUL(VMLOADZ(y + j, tail), neg_y_i), VMLOADZ(dy + j, tail)));
+            out[i] = VHSUM(sum);
+        }
+        size_t i = 0;
+        for (; i + W <= n; i += W)
+            VSTOREU(out + i, VADD(VLOADU(out + i), VMUL(VLOADU(y + i), VLOADU(dy + i))));
+        if (i < n)
+            VMSTORE(out + i, tail,
+                    VADD(VMLOADZ(out + i, tail), VMUL(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail))));
+    }
+}
+
+/* ---- bandwidth floor: out = a + b ------------------------------------------------------------- */
+
+SG_TARGET static void FN(add)(const void *a_, const void *b_, void *o, size_t rows, size_t n)
+{
+    const T *SG_RESTRICT a = a_;
+    const T *SG_RESTRICT b = b_;
+    T *SG_RESTRICT out = o;
+    const size_t count = rows * n;
+    size_t i = 0;
+    for (; i + 4 * W <= count; i += 4 * W) {
+        VSTOREU(out + i, VADD(VLOADU(a + i), VLOADU(b + i)));
+        VSTOREU(out + i + W, VADD(VLOADU(a + i + W), VLOADU(b + i + W)));
+        VSTOREU(out + i + 2 * W, VADD(VLOADU(a + i + 2 * W), VLOADU(b + i + 2 * W)));
+        VSTOREU(out + i + 3 * W, VADD(VLOADU(a + i + 3 * W), VLOADU(b + i + 3 * W)));
+    }
+    for (; i + W <= count; i += W)
+        VSTOREU(out + i, VADD(VLOADU(a + i), VLOADU(b + i)));
+    if (i < count) {
+        const M tail = MTAIL(count - i);
+        VMSTORE(out + i, tail, VADD(VMLOADZ(a + i, tail), VMLOADZ(b + i, tail)));
+    }
+}
+
+/* The vocabulary is per instance: the next inclusion defines it afresh. */
+#undef FN
+#undef T
+#undef V
+#undef M
+#undef W
+#undef VLOADU
+#undef VSTOREU
+#undef VSET1
+#undef VZERO
+#undef VADD
+#undef VSUB
+#undef VMUL
+#undef VFMADD
+#undef VMAX
+#undef MTAIL
+#undef VMLOADZ
+#undef VMLOAD_OR
+#undef VMSTORE
+#undef VHSUM
+#undef VHMAX
+#undef VEXP
+#undef ACC_T
+#undef ACC_ZERO
+#undef ACC_ADD
+#undef ACC_HSUM

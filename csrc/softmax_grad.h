@@ -1,0 +1,56 @@
+/* softmax_grad.h: the whole C interface of the native kernels, and nothing else.
+ *
+ * lib/softmax_grad/_native_build.py feeds this file to cffi's cdef after dropping the lines that
+ * start with '#', so everything between the include guard is plain declarations cffi can parse.
+ *
+ * Every array is a C-contiguous block of `rows` rows of `n` elements (the softmax axis is the last,
+ * contiguous one); no alignment beyond the element type's is assumed. Inputs are only read, `out`
+ * is written exactly at its rows * n elements and must not overlap an input. Rows are split into
+ * contiguous blocks over up to `threads` POSIX threads; every row is computed by the same code
+ * whatever the split, so the result does not depend on `threads`.
+ *
+ * The Python layer (softmax_grad.native) validates every argument before calling; the status
+ * codes below are a second line of defence, not the user-facing error path.
+ */
+#ifndef SOFTMAX_GRAD_H
+#define SOFTMAX_GRAD_H
+
+#include <stddef.h>
+
+/* Instruction-set paths. Bit (1 << SG_ISA_x) of sg_available_isas() says whether path x can run. */
+enum sg_isa { SG_ISA_SCALAR = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2 };
+
+/* Return values of the entry points. */
+enum sg_status { SG_OK = 0, SG_BAD_ISA = 1, SG_BAD_THREADS = 2, SG_BAD_POINTER = 3 };
+
+/* Bitmask of usable ISA paths: scalar always; AVX2 when the CPU has AVX2 and FMA and the OS saves
+ * the YMM state; AVX-512 when the CPU has AVX-512F (plus AVX2 and FMA) and the OS saves the ZMM
+ * state. Read once (cpuid + xgetbv) and cached. */
+int sg_available_isas(void);
+
+/* Softmax VJP: out[r, i] = y[r, i] * (dy[r, i] - sum_j y[r, j] * dy[r, j]). O(n) per row. */
+int sg_softmax_vjp_f32(const float *y, const float *dy, float *out, size_t rows, size_t n,
+                       int isa, int threads);
+int sg_softmax_vjp_f64(const double *y, const double *dy, double *out, size_t rows, size_t n,
+                       int isa, int threads);
+
+/* Forward softmax: out[r, i] = exp(x[r, i] - m) / sum_j exp(x[r, j] - m), m = max_j x[r, j]
+ * (m = 0 when it is not finite, as in softmax_grad.softmax). */
+int sg_softmax_f32(const float *x, float *out, size_t rows, size_t n, int isa, int threads);
+int sg_softmax_f64(const double *x, double *out, size_t rows, size_t n, int isa, int threads);
+
+/* The source thread's O(n^2) algorithm, per row: out[i] = sum_j dy[j] * y[j] * (-y[i]), then
+ * out[i] += y[i] * dy[i]. Mathematically equal to the VJP; kept to measure it. */
+int sg_jacobian_product_quadratic_f32(const float *y, const float *dy, float *out, size_t rows,
+                                      size_t n, int isa, int threads);
+int sg_jacobian_product_quadratic_f64(const double *y, const double *dy, double *out,
+                                      size_t rows, size_t n, int isa, int threads);
+
+/* Bandwidth floor: out[k] = a[k] + b[k] for k < count (two streams read, one written, like the
+ * VJP). The count is split into contiguous blocks over up to `threads` threads. */
+int sg_stream_add_f32(const float *a, const float *b, float *out, size_t count, int isa,
+                      int threads);
+int sg_stream_add_f64(const double *a, const double *b, double *out, size_t count, int isa,
+                      int threads);
+
+#endif /* SOFTMAX_GRAD_H */

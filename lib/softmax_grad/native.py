@@ -1,0 +1,412 @@
+r"""Compiled softmax kernels (scalar C, AVX2+FMA, AVX-512F), chosen at run time.
+
+The C code in ``csrc/`` is compiled into ``softmax_grad._native`` (cffi API mode) when the package
+is installed; importing this module never compiles anything. Every function here takes NumPy
+arrays whose **last axis** is the softmax axis, with any number of leading axes, in float32 or
+float64 (all arrays of one call share the dtype, and so does the result). This layer checks every
+argument before a pointer reaches C, copies inputs that are not C-contiguous and aligned, and
+never writes outside ``out``.
+
+``isa`` picks the instruction-set path: one of :func:`isas` (``None`` = the best, the last one).
+``threads`` is how many POSIX threads share the rows (``None`` = :func:`default_threads`); each
+row is computed by the same code whatever the split, so results are bitwise identical for any
+``threads``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from softmax_grad import native
+>>> y = native.softmax(np.array([[0.0, 1.0, 2.0]]))
+>>> dx = native.softmax_vjp(y, np.array([[1.0, 0.0, 0.0]]))
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:
+    from . import _native
+except ImportError as exc:  # pragma: no cover - exercised only without a build
+    raise ImportError(
+        "softmax_grad.native needs the compiled extension softmax_grad._native, which is built "
+        "when the package is installed. From the repository root run `make install` (or "
+        "`python -m pip install -e .`); a C compiler (gcc or clang) is required. "
+        f"The import failed with: {exc}"
+    ) from exc
+
+__all__ = [
+    "default_threads",
+    "isas",
+    "jacobian_product_quadratic",
+    "softmax",
+    "softmax_vjp",
+    "stream_add",
+]
+
+_ffi = _native.ffi
+_lib = _native.lib
+
+#: Every ISA name this module knows, in the order of the C enum (``SG_ISA_*``): worst to best.
+ALL_ISAS = ("scalar", "avx2", "avx512")
+_MASK = _lib.sg_available_isas()
+_AVAILABLE = tuple(name for bit, name in enumerate(ALL_ISAS) if _MASK >> bit & 1)
+_ISA_INDEX = {name: ALL_ISAS.index(name) for name in _AVAILABLE}
+_BEST = _ISA_INDEX[_AVAILABLE[-1]]
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_ARRAY = {_F32: _ffi.typeof("float[]"), _F64: _ffi.typeof("double[]")}
+_ndarray = np.ndarray
+_from_buffer = _ffi.from_buffer
+
+# threads=None: 1 thread below this many bytes moved per call, more above. Measured on the
+# development machine (2-core AMD EPYC Zen 4, 1 MiB L2 per core) by timing softmax_vjp with 1 and
+# 2 threads over shapes from 1x1000 to 4096x4096, float32 and float64 (the script is in
+# tests/test_native.py's docstring of test_default_threads_measurement): 2 threads win once a
+# call moves more than about 256 KiB, when the ~20 us cost of starting a thread is repaid.
+THREAD_THRESHOLD_BYTES = 256 * 1024
+try:
+    _CPUS = len(os.sched_getaffinity(0))
+except AttributeError:  # pragma: no cover - not Linux
+    _CPUS = os.cpu_count() or 1
+
+
+def isas() -> tuple[str, ...]:
+    """The instruction-set paths usable on this CPU, ordered worst to best (best last).
+
+    Returns
+    -------
+    tuple of str
+        Always starts with ``"scalar"``; then ``"avx2"`` when the CPU has AVX2 and FMA and the
+        OS saves the YMM registers, and ``"avx512"`` when it also has AVX-512F with ZMM state
+        enabled (checked with ``cpuid`` and ``xgetbv`` once, in C).
+    """
+    return _AVAILABLE
+
+
+def default_threads(nbytes: int, rows: int) -> int:
+    """The thread count ``threads=None`` picks for a call moving ``nbytes`` bytes over ``rows``.
+
+    One thread below :data:`THREAD_THRESHOLD_BYTES` (starting a thread costs more than it saves),
+    otherwise as many as there are usable CPUs, but never more than there are rows (a row is never
+    split between threads).
+    """
+    if nbytes < THREAD_THRESHOLD_BYTES:
+        return 1
+    return max(1, min(_CPUS, rows))
+
+
+# ---- validation (the slow path; the public functions try a lean fast path first) ---------------
+
+
+def _isa_index(isa) -> int:
+    if isa is None:
+        return _BEST
+    index = _ISA_INDEX.get(isa) if isinstance(isa, str) else None
+    if index is not None:
+        return index
+    if isinstance(isa, str) and isa in ALL_ISAS:
+        raise ValueError(
+            f"isa={isa!r} is not available on this CPU; available here: {', '.join(_AVAILABLE)}"
+        )
+    raise ValueError(f"unknown isa={isa!r}; allowed: None or one of {', '.join(ALL_ISAS)}")
+
+
+def _threads(threads, nbytes: int, rows: int) -> int:
+    if threads is None:
+        return default_threads(nbytes, rows)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be None or an int >= 1, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads={threads} is not allowed; use None or an int >= 1")
+    return int(threads)
+
+
+def _as_input(a, name: str) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned, native-endian float32/float64 array (copied if needed)."""
+    arr = np.asarray(a)
+    dt = arr.dtype
+    if dt.kind != "f" or dt.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {dt}")
+    if arr.ndim == 0:
+        raise ValueError(
+            f"{name} must have at least one dimension (the softmax axis is the last one), "
+            "got a 0-d array"
+        )
+    return np.require(arr, dt.newbyteorder("="), ["C_CONTIGUOUS", "ALIGNED"])
+
+
+def _check_out(out, shape: tuple, dtype: np.dtype, inputs: tuple) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype} like the inputs, got dtype {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape} like the inputs, got shape {out.shape}")
+    flags = out.flags
+    if not flags.c_contiguous:
+        raise ValueError(
+            f"out must be C-contiguous (strides {out.strides} for shape {out.shape} are not); "
+            "pass a contiguous array or out=None"
+        )
+    if not flags.aligned:
+        raise ValueError(f"out must be aligned to its {out.itemsize}-byte elements")
+    if not flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+    for name, arr in inputs:
+        if np.may_share_memory(out, arr):
+            raise ValueError(f"out must not overlap the input {name}; pass a separate array")
+    return out
+
+
+def _prepare(arrays: tuple, names: tuple, out, isa, threads, nstreams: int):
+    """Validate everything; return (arrays, out, rows, n, isa_index, threads)."""
+    arrays = tuple(_as_input(a, name) for a, name in zip(arrays, names, strict=True))
+    first, first_name = arrays[0], names[0]
+    for a, name in zip(arrays[1:], names[1:], strict=True):
+        if a.dtype != first.dtype:
+            raise TypeError(
+                f"{first_name} and {name} must have the same dtype, got {first.dtype} and {a.dtype}"
+            )
+        if a.shape != first.shape:
+            raise ValueError(
+                f"{first_name} and {name} must have the same shape, got "
+                f"{first_name}.shape={first.shape} and {name}.shape={a.shape}"
+            )
+    index = _isa_index(isa)
+    n = first.shape[-1]
+    rows = first.size // n if n else 0
+    nthreads = _threads(threads, nstreams * first.nbytes, rows)
+    if out is None:
+        out = np.empty(first.shape, first.dtype)
+    else:
+        out = _check_out(out, first.shape, first.dtype, tuple(zip(names, arrays, strict=True)))
+    return arrays, out, rows, n, index, nthreads
+
+
+def _call(fn, *args) -> None:
+    status = fn(*args)
+    if status:  # pragma: no cover - the checks above make this unreachable
+        raise RuntimeError(f"native kernel rejected its arguments (status {status})")
+
+
+# ---- public functions --------------------------------------------------------------------------
+
+
+def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
+    r"""Backward of softmax along the last axis: :math:`dx = y \odot (dy - \langle y, dy\rangle)`.
+
+    For each row, :math:`dx_i = y_i\,(dy_i - \sum_j y_j\,dy_j)`, which is :math:`J^\top dy` with
+    :math:`J = \operatorname{diag}(y) - y y^\top`, in O(n) per row and without forming :math:`J`.
+    NaN and inf propagate through a row as in the NumPy formula
+    :func:`softmax_grad.softmax_vjp`.
+
+    Parameters
+    ----------
+    y : array_like, shape (..., n), float32 or float64
+        Softmax output of the forward pass.
+    dy : array_like, same shape and dtype as ``y``
+        Upstream gradient :math:`\partial L / \partial y`.
+    out : ndarray, optional
+        C-contiguous, writeable array of the same shape and dtype, not overlapping ``y`` or
+        ``dy``, that receives the result; only its elements are written.
+    isa : {None, "scalar", "avx2", "avx512"}, optional
+        Instruction-set path; ``None`` picks the best of :func:`isas`.
+    threads : int >= 1, optional
+        Threads sharing the rows; ``None`` uses :func:`default_threads`.
+
+    Returns
+    -------
+    dx : ndarray, shape (..., n), dtype of ``y``
+        ``out`` if given.
+
+    Raises
+    ------
+    TypeError
+        If a dtype is not float32/float64, the dtypes differ, or ``out`` has another dtype.
+    ValueError
+        If the shapes differ, ``out`` is unusable, ``isa`` is unknown or unavailable, or
+        ``threads < 1``.
+    """
+    # Fast path: the common call (fresh result, defaults) with arrays that need no copy.
+    if out is None and isa is None and threads is None and type(y) is _ndarray:
+        dt = y.dtype
+        if type(dy) is _ndarray and dy.dtype is dt and (dt is _F32 or dt is _F64):
+            shape = y.shape
+            if shape == dy.shape and shape and y.flags.carray and dy.flags.carray:
+                n = shape[-1]
+                size = y.size
+                out = np.empty(shape, dt)
+                if size:
+                    rows = size // n
+                    nbytes = 3 * size * dt.itemsize
+                    nthreads = 1 if nbytes < THREAD_THRESHOLD_BYTES else min(_CPUS, rows)
+                    ct = _ARRAY[dt]
+                    fn = _lib.sg_softmax_vjp_f32 if dt is _F32 else _lib.sg_softmax_vjp_f64
+                    fn(
+                        _from_buffer(ct, y),
+                        _from_buffer(ct, dy),
+                        _from_buffer(ct, out),
+                        rows,
+                        n,
+                        _BEST,
+                        nthreads,
+                    )
+                return out
+    (y, dy), out, rows, n, index, nthreads = _prepare((y, dy), ("y", "dy"), out, isa, threads, 3)
+    if rows:
+        ct = _ARRAY[y.dtype]
+        fn = _lib.sg_softmax_vjp_f32 if y.dtype == _F32 else _lib.sg_softmax_vjp_f64
+        _call(
+            fn,
+            _from_buffer(ct, y),
+            _from_buffer(ct, dy),
+            _from_buffer(ct, out),
+            rows,
+            n,
+            index,
+            nthreads,
+        )
+    return out
+
+
+def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
+    r"""Softmax along the last axis: :math:`y_i = e^{x_i - m} / \sum_j e^{x_j - m}`.
+
+    :math:`m = \max_j x_j` (0 when that is not finite, as in :func:`softmax_grad.softmax`), so no
+    exponent overflows. The vectorized exp is accurate to a few float32 ulps (relative error well
+    below 3e-6) or a few float64 ulps (below 1e-13), including the argument ``x - m``, which is
+    corrected for its rounding error. A ``-inf`` logit gives exactly 0; a row of only ``-inf``,
+    or with NaN, gives NaN; a row with ``+inf`` gives NaN at the ``+inf`` entries and 0 elsewhere
+    -- all exactly as the NumPy formula.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n), float32 or float64
+        Logits.
+    out : ndarray, optional
+        C-contiguous, writeable array of the same shape and dtype, not overlapping ``x``.
+    isa : {None, "scalar", "avx2", "avx512"}, optional
+        Instruction-set path; ``None`` picks the best of :func:`isas`.
+    threads : int >= 1, optional
+        Threads sharing the rows; ``None`` uses :func:`default_threads`.
+
+    Returns
+    -------
+    y : ndarray, shape (..., n), dtype of ``x``
+        ``out`` if given.
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not float32/float64 or ``out`` has another dtype.
+    ValueError
+        If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable, or
+        ``threads < 1``.
+    """
+    if out is None and isa is None and threads is None and type(x) is _ndarray:
+        dt = x.dtype
+        if (dt is _F32 or dt is _F64) and x.ndim and x.flags.carray:
+            shape = x.shape
+            n = shape[-1]
+            size = x.size
+            out = np.empty(shape, dt)
+            if size:
+                rows = size // n
+                nbytes = 2 * size * dt.itemsize
+                nthreads = 1 if nbytes < THREAD_THRESHOLD_BYTES else min(_CPUS, rows)
+                ct = _ARRAY[dt]
+                fn = _lib.sg_softmax_f32 if dt is _F32 else _lib.sg_softmax_f64
+                fn(_from_buffer(ct, x), _from_buffer(ct, out), rows, n, _BEST, nthreads)
+            return out
+    (x,), out, rows, n, index, nthreads = _prepare((x,), ("x",), out, isa, threads, 2)
+    if rows:
+        ct = _ARRAY[x.dtype]
+        fn = _lib.sg_softmax_f32 if x.dtype == _F32 else _lib.sg_softmax_f64
+        _call(fn, _from_buffer(ct, x), _from_buffer(ct, out), rows, n, index, nthreads)
+    return out
+
+
+def jacobian_product_quadratic(y, dy, isa=None) -> np.ndarray:
+    r"""The source thread's O(n²) algorithm for :math:`J^\top dy`, row by row, one thread.
+
+    For each row and each :math:`i`, :math:`dx_i = \sum_j dy_j\,y_j\,(-y_i)`, then
+    :math:`dx_i \mathrel{+}= y_i\,dy_i`: one pass over the whole row per output element, so
+    :math:`n^2` multiply-adds per row where :func:`softmax_vjp` needs :math:`2n`. The scalar path
+    is the thread's "non-SSE" loop and the SIMD paths its ``__m256`` loop (one accumulator,
+    multiply, multiply, add), freed of its restrictions (any n, unaligned rows). Kept to measure
+    the thread's "22x faster" claim; use :func:`softmax_vjp` for work.
+
+    Parameters
+    ----------
+    y : array_like, shape (..., n), float32 or float64
+        Softmax output.
+    dy : array_like, same shape and dtype as ``y``
+        Upstream gradient.
+    isa : {None, "scalar", "avx2", "avx512"}, optional
+        Instruction-set path; ``None`` picks the best of :func:`isas`.
+
+    Returns
+    -------
+    dx : ndarray, shape (..., n), dtype of ``y``
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`softmax_vjp`.
+    """
+    (y, dy), out, rows, n, index, _ = _prepare((y, dy), ("y", "dy"), None, isa, 1, 3)
+    if rows:
+        ct = _ARRAY[y.dtype]
+        fn = (
+            _lib.sg_jacobian_product_quadratic_f32
+            if y.dtype == _F32
+            else _lib.sg_jacobian_product_quadratic_f64
+        )
+        _call(
+            fn, _from_buffer(ct, y), _from_buffer(ct, dy), _from_buffer(ct, out), rows, n, index, 1
+        )
+    return out
+
+
+def stream_add(a, b, out=None, threads=None, isa=None) -> np.ndarray:
+    r"""The bandwidth floor: :math:`c = a + b` elementwise.
+
+    Reads two arrays and writes one, the same three streams of the same size as
+    :func:`softmax_vjp`, with the least possible work per element: its time is the memory-bound
+    limit a VJP of the same shape can approach. The elements are split into contiguous blocks over
+    ``threads`` threads (any split: there are no rows to keep whole).
+
+    Parameters
+    ----------
+    a, b : array_like, same shape, float32 or float64
+        Operands (at least one dimension).
+    out : ndarray, optional
+        C-contiguous, writeable array of the same shape and dtype, not overlapping ``a`` or ``b``.
+    threads : int >= 1, optional
+        ``None`` uses :func:`default_threads`.
+    isa : {None, "scalar", "avx2", "avx512"}, optional
+        ``None`` picks the best of :func:`isas`.
+
+    Returns
+    -------
+    c : ndarray, same shape and dtype as ``a``
+    """
+    (a, b), out, rows, n, index, nthreads = _prepare((a, b), ("a", "b"), out, isa, threads, 3)
+    if threads is None:  # the floor may split anywhere, so only the size decides
+        nthreads = default_threads(3 * a.nbytes, a.size)
+    if a.size:
+        ct = _ARRAY[a.dtype]
+        fn = _lib.sg_stream_add_f32 if a.dtype == _F32 else _lib.sg_stream_add_f64
+        _call(
+            fn,
+            _from_buffer(ct, a),
+            _from_buffer(ct, b),
+            _from_buffer(ct, out),
+            a.size,
+            index,
+            nthreads,
+        )
+    return out

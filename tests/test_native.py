@@ -1,0 +1,677 @@
+"""softmax_grad.native (the C kernels) against references computed from the definitions.
+
+Every ISA path usable on this CPU runs every test. References are the library's NumPy functions
+evaluated in float64 (float32 inputs are upcast exactly), or in long double where float64 itself
+would be the less accurate side. Tolerances are derived, not tuned; see ``vjp_bound``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import softmax_grad as sg
+from softmax_grad import native
+
+ISAS = native.isas()
+DTYPES = (np.float32, np.float64)
+F64 = np.float64
+LONG = np.longdouble
+# Long double is 80-bit extended on x86-64 Linux; elsewhere it may equal float64, and then the
+# softmax references below are float64 (the tolerances stay valid, just less tight in margin).
+LONG_IS_WIDER = np.finfo(LONG).eps < np.finfo(F64).eps
+
+# Elements per SIMD vector; the kernels unroll 4 vectors, then single vectors, then one masked
+# tail. n from 1 to 5W+1 walks through every combination of those three loops. The scalar
+# path unrolls its dot product by 4.
+WIDTH = {
+    "scalar": {np.float32: 4, np.float64: 4},
+    "avx2": {np.float32: 8, np.float64: 4},
+    "avx512": {np.float32: 16, np.float64: 8},
+}
+LARGE_N = (257, 1000, 4099, 32003)
+
+
+def unit_roundoff(dtype) -> float:
+    return float(np.finfo(dtype).eps) / 2
+
+
+def gamma(k: int, u: float) -> float:
+    """Higham's gamma_k = k u / (1 - k u): the bound on k accumulated relative roundings."""
+    return k * u / (1 - k * u)
+
+
+def vjp_bound(y, dy, dtype) -> np.ndarray:
+    """Rigorous per-element bound on |fl(y * (dy - <y, dy>)) - exact| in ``dtype`` arithmetic.
+
+    Derivation (Higham, Accuracy and Stability of Numerical Algorithms, ch. 3): a dot product of
+    length n summed in ANY order (several accumulators, FMA or not) has
+    |fl(<y, dy>) - <y, dy>| <= gamma_n S with S = sum_j |y_j dy_j|. Then t = fl(dy_i - dot_hat)
+    and fl(y_i t) add one rounding each, so
+        |computed_i - exact_i| <= |y_i| (gamma_{n+2} S + gamma_2 |dy_i - <y, dy>|).
+    Underflow adds at most one smallest subnormal per operation, the last term. The bound is
+    evaluated in float64 from the same inputs; a 1e-6 relative margin covers that evaluation.
+    """
+    y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
+    n = y64.shape[-1]
+    u = unit_roundoff(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf rows: bound unused there
+        s = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True)
+        d = np.abs(dy64 - np.sum(y64 * dy64, axis=-1, keepdims=True))
+        tiny = float(np.finfo(dtype).smallest_subnormal) * (n + 3)
+        return (np.abs(y64) * (gamma(n + 2, u) * s + gamma(2, u) * d) + tiny) * (1 + 1e-6)
+
+
+def quadratic_bound(y, dy, dtype) -> np.ndarray:
+    """Bound for the O(n^2) algorithm: out_i = sum_j (y_j * -y_i) * dy_j, then + y_i * dy_i.
+
+    Each term has 2 roundings and enters a sum of n terms (gamma_{n+1} |y_i| S), the diagonal
+    term y_i dy_i one rounding, the final addition one more: in total
+    |computed_i - exact_i| <= gamma_{n+3} |y_i| (S + |dy_i|).
+    """
+    y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
+    n = y64.shape[-1]
+    u = unit_roundoff(dtype)
+    s = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True)
+    tiny = float(np.finfo(dtype).smallest_subnormal) * (n + 4)
+    return (gamma(n + 3, u) * np.abs(y64) * (s + np.abs(dy64)) + tiny) * (1 + 1e-6)
+
+
+def assert_within(actual, expected, bound, msg=""):
+    """|actual - expected| <= bound elementwise (NaN/inf positions must match exactly)."""
+    actual = np.asarray(actual, F64)
+    expected = np.asarray(expected, F64)
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=f"NaN {msg}")
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(actual[~finite], expected[~finite], err_msg=f"inf {msg}")
+    with np.errstate(invalid="ignore"):
+        err = np.abs(actual - expected)[finite]
+    excess = err - np.broadcast_to(bound, actual.shape)[finite]
+    if err.size and excess.max() > 0:
+        k = int(np.argmax(excess))
+        raise AssertionError(
+            f"{msg}: error {err[k]:.3e} exceeds bound {err[k] - excess[k]:.3e} "
+            f"({int(np.sum(excess > 0))} of {err.size} elements)"
+        )
+
+
+def numpy_vjp_same_dtype(y, dy):
+    """The library's NumPy formula in the inputs' own dtype: the spec for NaN/inf placement."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return sg.softmax_vjp(y, dy)
+
+
+def vjp_reference(y, dy):
+    """The library's NumPy formula in float64: the exact inputs, float64 arithmetic."""
+    return sg.softmax_vjp(np.asarray(y, F64), np.asarray(dy, F64))
+
+
+def softmax_reference(x):
+    """The library's NumPy softmax in long double (more accurate than any float64 result)."""
+    return sg.softmax(np.asarray(x, LONG if LONG_IS_WIDER else F64)).astype(F64)
+
+
+# rtol from the issue; atol: results below the smallest normal are subnormal in the output dtype
+# and carry an absolute, not relative, error of a few half-ulps of the smallest subnormal.
+SOFTMAX_RTOL = {np.float32: 3e-6, np.float64: 1e-13}
+SOFTMAX_ATOL = {np.float32: 2.0**-147, np.float64: 2.0**-1072}
+
+
+def assert_softmax_close(actual, x, dtype, msg=""):
+    expected = softmax_reference(x)
+    np.testing.assert_allclose(
+        np.asarray(actual, F64),
+        expected,
+        rtol=SOFTMAX_RTOL[dtype],
+        atol=SOFTMAX_ATOL[dtype],
+        equal_nan=True,
+        err_msg=msg,
+    )
+
+
+def vjp_inputs(rng, shape, dtype, scale=3.0):
+    """y = softmax of random logits (a real probability vector) and a random dy, in dtype."""
+    y = sg.softmax(rng.normal(scale=scale, size=shape)).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    return y, dy
+
+
+def tail_lengths(isa, dtype):
+    return list(range(1, 5 * WIDTH[isa][dtype] + 2))
+
+
+# ---- which paths exist ---------------------------------------------------------------------------
+
+
+def test_isas_order_and_names():
+    assert ISAS[0] == "scalar"
+    assert set(ISAS) <= set(native.ALL_ISAS)
+    assert list(ISAS) == [name for name in native.ALL_ISAS if name in ISAS]  # best last
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
+def test_isas_agree_with_proc_cpuinfo():
+    # The kernel clears a flag when it does not enable the register state, so /proc/cpuinfo is
+    # an independent witness of what cpuid + xgetbv should have found.
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    expected = ["scalar"]
+    if "avx2" in flags and "fma" in flags:
+        expected.append("avx2")
+        if "avx512f" in flags:
+            expected.append("avx512")
+    assert list(ISAS) == expected
+
+
+# ---- softmax VJP -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_every_tail_length(isa, dtype):
+    rng = np.random.default_rng(1)
+    for n in tail_lengths(isa, dtype):
+        y, dy = vjp_inputs(rng, (3, n), dtype)
+        out = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        assert out.dtype == dtype and out.shape == (3, n)
+        assert_within(out, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", LARGE_N)
+def test_vjp_large_rows(isa, dtype, n):
+    rng = np.random.default_rng(n)
+    y, dy = vjp_inputs(rng, (3, n), dtype)
+    out = native.softmax_vjp(y, dy, isa=isa, threads=2)
+    assert_within(out, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_unnormalised_inputs_and_leading_axes(isa, dtype):
+    # The kernel is the formula for any y, not only probabilities; 3 leading axes.
+    rng = np.random.default_rng(2)
+    y = rng.normal(scale=10, size=(2, 3, 4, 37)).astype(dtype)
+    dy = rng.normal(scale=10, size=(2, 3, 4, 37)).astype(dtype)
+    out = native.softmax_vjp(y, dy, isa=isa)
+    assert out.shape == y.shape
+    assert_within(out, vjp_reference(y, dy), vjp_bound(y, dy, dtype), isa)
+
+
+# ---- forward softmax ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_every_tail_length(isa, dtype):
+    rng = np.random.default_rng(3)
+    for n in tail_lengths(isa, dtype):
+        # scale 40: many entries far below the maximum, down into the subnormal range
+        x = rng.normal(scale=40, size=(3, n)).astype(dtype)
+        out = native.softmax(x, isa=isa, threads=1)
+        assert out.dtype == dtype
+        assert_softmax_close(out, x, dtype, f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", LARGE_N)
+def test_softmax_large_rows(isa, dtype, n):
+    rng = np.random.default_rng(n)
+    x = rng.normal(scale=5, size=(2, n)).astype(dtype)
+    assert_softmax_close(native.softmax(x, isa=isa, threads=2), x, dtype, f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_exp_accuracy_over_the_whole_range(isa, dtype):
+    # Row = [0, -t] for t from 0 to past the underflow threshold: y_1 = exp(-t) / (1 + exp(-t))
+    # sweeps every exponent the vectorized exp can produce, normal and subnormal.
+    limit = 110.0 if dtype == np.float32 else 750.0
+    t = np.linspace(0.0, limit, 20001).astype(dtype)
+    x = np.stack([np.zeros_like(t), -t], axis=-1)
+    assert_softmax_close(native.softmax(x, isa=isa), x, dtype, isa)
+    # and the same with the maximum elsewhere and large magnitudes, where x - m rounds
+    x2 = np.stack([np.full_like(t, 1000), 1000 - t], axis=-1).astype(dtype)
+    assert_softmax_close(native.softmax(x2, isa=isa), x2, dtype, isa)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_huge_and_tiny_logits(isa, dtype):
+    big = float(np.finfo(dtype).max)
+    x = np.array(
+        [
+            [big, -big, 0.0, 1.0],  # x - m overflows to -inf: probability exactly 0
+            [1e30, 1e30, -1e30, 0.0],
+            [-big, -big, -big, -big],  # all equal: exactly uniform
+            [1e-40 if dtype == np.float32 else 1e-310, 0.0, -1e-30, 5e-45],  # subnormal logits
+            [88.0, 87.0, -50.0, 0.0],
+            [700.0 if dtype == np.float64 else 80.0, 0.0, -700.0, 3.0],
+        ],
+        dtype=dtype,
+    )
+    out = native.softmax(x, isa=isa)
+    assert_softmax_close(out, x, dtype, isa)
+    np.testing.assert_array_equal(out[0], [1.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(out[2], [0.25, 0.25, 0.25, 0.25])
+
+
+# ---- NaN and infinities: exactly where the NumPy formula puts them -------------------------------
+
+NAN, INF = np.nan, np.inf
+SPECIAL_LOGITS = [
+    [0.0, 1.0, 2.0, 3.0, 4.0],
+    [NAN, 1.0, 2.0, 3.0, 4.0],
+    [0.0, 1.0, 2.0, 3.0, NAN],
+    [INF, 1.0, 2.0, 3.0, 4.0],  # +inf: NaN there, 0 elsewhere (inf/inf and x/inf)
+    [INF, INF, -INF, 0.0, 4.0],
+    [-INF, 1.0, -INF, 3.0, 4.0],  # masking: exactly 0
+    [-INF, -INF, -INF, -INF, -INF],  # no defined softmax: NaN
+    [INF, NAN, -INF, 0.0, 0.0],
+    [-INF, NAN, -INF, -INF, -INF],
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_softmax_special_values_match_numpy_formula(isa, dtype):
+    for width in (5, 21, 70):  # the specials land in the vector body and in the masked tail
+        x = np.zeros((len(SPECIAL_LOGITS), width), dtype)
+        x[:, -5:] = SPECIAL_LOGITS
+        out = native.softmax(x, isa=isa)
+        expected = sg.softmax(x)  # the NumPy formula, same dtype
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"w={width}")
+        assert_softmax_close(out, x, dtype, f"{isa} w={width}")
+
+
+SPECIAL_VJP = [
+    # (y row, dy row)
+    ([0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 2.0, 0.5]),
+    ([0.1, NAN, 0.3, 0.4], [1.0, -1.0, 2.0, 0.5]),
+    ([0.1, 0.2, 0.3, 0.4], [1.0, -1.0, NAN, 0.5]),
+    ([0.1, 0.2, 0.3, INF], [1.0, -1.0, 2.0, 0.5]),  # dot = inf
+    ([0.1, 0.2, 0.3, INF], [1.0, -1.0, 2.0, 0.0]),  # inf * 0 = NaN
+    ([0.0, 0.2, 0.3, 0.5], [1.0, -1.0, 2.0, INF]),  # dy - inf; 0 * -inf = NaN
+    ([0.0, 0.2, 0.3, 0.5], [INF, -1.0, 2.0, 0.5]),  # 0 * inf in the dot = NaN
+    ([0.1, 0.2, 0.3, 0.4], [-INF, 1.0, INF, 0.5]),  # inf - inf = NaN
+    ([-INF, 0.2, 0.3, 0.4], [1.0, -1.0, 2.0, 0.5]),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_special_values_match_numpy_formula(isa, dtype):
+    for width in (4, 19, 67):
+        y = np.full((len(SPECIAL_VJP), width), 0.01, dtype)
+        dy = np.full_like(y, 0.5)
+        y[:, -4:] = [row[0] for row in SPECIAL_VJP]
+        dy[:, -4:] = [row[1] for row in SPECIAL_VJP]
+        out = native.softmax_vjp(y, dy, isa=isa)
+        expected = numpy_vjp_same_dtype(y, dy)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"w={width}")
+        # non-finite values equal, finite ones within the bound of both computations
+        bound = vjp_bound(y, dy, dtype) * 2
+        assert_within(out, expected, bound, f"{isa} w={width}")
+
+
+# ---- the O(n^2) algorithm ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_quadratic_every_tail_length_and_large(isa, dtype):
+    rng = np.random.default_rng(4)
+    for n in [*tail_lengths(isa, dtype), 257, 1000]:
+        y, dy = vjp_inputs(rng, (2, n), dtype)
+        out = native.jacobian_product_quadratic(y, dy, isa=isa)
+        assert out.dtype == dtype
+        bound = quadratic_bound(y, dy, dtype) + vjp_bound(y, dy, F64)
+        assert_within(out, vjp_reference(y, dy), bound, f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quadratic_nan_spreads_through_the_row(isa):
+    y = np.full((2, 9), 0.1)
+    dy = np.ones_like(y)
+    dy[1, 4] = np.nan
+    out = native.jacobian_product_quadratic(y, dy, isa=isa)
+    assert np.all(np.isfinite(out[0])) and np.all(np.isnan(out[1]))
+
+
+# ---- the bandwidth floor -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_stream_add_is_exactly_numpy_add(isa, dtype):
+    rng = np.random.default_rng(5)
+    for size in [*range(1, 70), 1000, 100_003]:
+        a = rng.normal(size=size).astype(dtype)
+        b = rng.normal(size=size).astype(dtype)
+        for threads in (1, 2, 3):
+            np.testing.assert_array_equal(native.stream_add(a, b, threads=threads, isa=isa), a + b)
+
+
+# ---- memory: alignment, strides, nothing written outside out -------------------------------------
+
+
+def _offset_copy(a: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of ``a`` starting ``offset`` elements into a fresh buffer."""
+    buf = np.empty(a.size + offset, a.dtype)
+    view = buf[offset:].reshape(a.shape)
+    view[...] = a
+    return view
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_rows_give_identical_bits_at_any_address(isa, dtype):
+    # Offset by one element the vectors straddle cache lines; no kernel may depend on that.
+    rng = np.random.default_rng(6)
+    y, dy = vjp_inputs(rng, (5, 53), dtype)
+    base = native.softmax_vjp(y, dy, isa=isa)
+    fwd = native.softmax(dy, isa=isa)
+    for offset in (1, 3):
+        yo, dyo = _offset_copy(y, offset), _offset_copy(dy, offset)
+        np.testing.assert_array_equal(native.softmax_vjp(yo, dyo, isa=isa), base)
+        np.testing.assert_array_equal(native.softmax(dyo, isa=isa), fwd)
+        # and one row alone equals the same row inside the batch
+        np.testing.assert_array_equal(native.softmax_vjp(yo[2:3], dyo[2:3], isa=isa), base[2:3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_and_fortran_inputs_are_copied(dtype):
+    rng = np.random.default_rng(7)
+    y, dy = vjp_inputs(rng, (6, 40), dtype)
+    expected = native.softmax_vjp(y, dy)
+    ys, dys = np.repeat(y, 2, axis=1)[:, ::2], np.repeat(dy, 2, axis=1)[:, ::2]
+    assert not ys.flags.c_contiguous
+    np.testing.assert_array_equal(native.softmax_vjp(ys, dys), expected)
+    np.testing.assert_array_equal(native.softmax_vjp(np.asfortranarray(y), dy), expected)
+    np.testing.assert_array_equal(native.softmax(ys), native.softmax(y))
+    np.testing.assert_array_equal(
+        native.jacobian_product_quadratic(ys, dys), native.jacobian_product_quadratic(y, dy)
+    )
+    # byte-misaligned (offset by 1 byte into a buffer): copied to an aligned array first
+    raw = np.zeros(y.nbytes + 1, np.uint8)
+    ym = np.frombuffer(raw.data, dtype=dtype, count=y.size, offset=1).reshape(y.shape)
+    assert not ym.flags.aligned
+    raw[1:] = y.view(np.uint8).ravel()
+    np.testing.assert_array_equal(native.softmax_vjp(ym, dy), expected)
+    # big-endian input
+    np.testing.assert_array_equal(
+        native.softmax_vjp(y.astype(y.dtype.newbyteorder(">")), dy), expected
+    )
+
+
+GUARD = 37
+
+
+def _guarded_out(shape, dtype):
+    """An ``out`` inside a larger buffer whose GUARD elements on each side hold a sentinel."""
+    size = int(np.prod(shape))
+    buf = np.full(size + 2 * GUARD, -12345.5, dtype)
+    return buf, buf[GUARD : GUARD + size].reshape(shape)
+
+
+def _guards_intact(buf):
+    return bool(np.all(buf[:GUARD] == -12345.5) and np.all(buf[-GUARD:] == -12345.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_nothing_written_outside_out(isa, dtype):
+    rng = np.random.default_rng(8)
+    for n in [*tail_lengths(isa, dtype), 1000]:
+        y, dy = vjp_inputs(rng, (3, n), dtype)
+        for threads in (1, 2):
+            buf, out = _guarded_out(y.shape, dtype)
+            assert native.softmax_vjp(y, dy, out=out, isa=isa, threads=threads) is out
+            assert _guards_intact(buf), f"vjp n={n}"
+            np.testing.assert_array_equal(out, native.softmax_vjp(y, dy, isa=isa))
+            buf, out = _guarded_out(y.shape, dtype)
+            assert native.softmax(dy, out=out, isa=isa, threads=threads) is out
+            assert _guards_intact(buf), f"softmax n={n}"
+            np.testing.assert_array_equal(out, native.softmax(dy, isa=isa))
+            buf, out = _guarded_out(y.size, dtype)
+            native.stream_add(y.ravel(), dy.ravel(), out=out, isa=isa, threads=threads)
+            assert _guards_intact(buf), f"stream_add n={n}"
+    # inputs are never written either
+    y, dy = vjp_inputs(rng, (3, 45), dtype)
+    y0, dy0 = y.copy(), dy.copy()
+    native.softmax_vjp(y, dy, isa=isa)
+    native.softmax(y, isa=isa)
+    native.jacobian_product_quadratic(y, dy, isa=isa)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(dy, dy0)
+
+
+def test_empty_arrays():
+    for shape in [(0,), (0, 5), (3, 0), (2, 0, 4)]:
+        a = np.zeros(shape, np.float32)
+        for result in (
+            native.softmax_vjp(a, a),
+            native.softmax(a),
+            native.jacobian_product_quadratic(a, a),
+            native.stream_add(a, a),
+        ):
+            assert result.shape == shape and result.dtype == np.float32
+
+
+# ---- threads -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_threads_give_bitwise_identical_results(isa, dtype):
+    rng = np.random.default_rng(9)
+    for rows, n in [(2, 1000), (7, 33), (64, 100), (3, 4099)]:
+        y, dy = vjp_inputs(rng, (rows, n), dtype)
+        x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
+        vjp1 = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        fwd1 = native.softmax(x, isa=isa, threads=1)
+        for threads in (2, 3, 100):  # more threads than rows: capped at the row count
+            np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=threads), vjp1)
+            np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1)
+
+
+def test_default_threads_rule():
+    below = native.THREAD_THRESHOLD_BYTES - 1
+    assert native.default_threads(below, 1000) == 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert native.default_threads(native.THREAD_THRESHOLD_BYTES, 1000) == min(cpus, 1000)
+    assert native.default_threads(10**9, 1) == 1  # one row is never split
+
+
+# ---- argument checking -------------------------------------------------------------------------
+
+
+def _ok(n=5, dtype=np.float64):
+    y = np.full((2, n), 1.0 / n, dtype)
+    return y, np.ones_like(y)
+
+
+def test_wrong_dtypes_raise_type_error():
+    y, dy = _ok()
+    with pytest.raises(TypeError, match=r"y must be a float32 or float64 array, got dtype int64"):
+        native.softmax_vjp(np.ones((2, 5), np.int64), dy)
+    with pytest.raises(
+        TypeError, match=r"dy must be a float32 or float64 array, got dtype float16"
+    ):
+        native.softmax_vjp(y, dy.astype(np.float16))
+    with pytest.raises(
+        TypeError, match=r"x must be a float32 or float64 array, got dtype complex128"
+    ):
+        native.softmax(y.astype(complex))
+    with pytest.raises(TypeError, match=r"same dtype, got float64 and float32"):
+        native.softmax_vjp(y, dy.astype(np.float32))
+    with pytest.raises(TypeError, match=r"a and b must have the same dtype"):
+        native.stream_add(y, dy.astype(np.float32))
+    with pytest.raises(
+        TypeError, match=r"out must have dtype float64 like the inputs, got dtype float32"
+    ):
+        native.softmax_vjp(y, dy, out=np.empty(y.shape, np.float32))
+    with pytest.raises(TypeError, match=r"out must be a numpy.ndarray or None, got list"):
+        native.softmax(y, out=[[0.0] * 5] * 2)
+    with pytest.raises(TypeError, match=r"y must be a float32 or float64 array, got dtype <U1"):
+        native.jacobian_product_quadratic(["a"], ["b"])
+
+
+def test_shape_problems_raise_value_error():
+    y, dy = _ok()
+    with pytest.raises(ValueError, match=r"y.shape=\(2, 5\) and dy.shape=\(2, 4\)"):
+        native.softmax_vjp(y, dy[:, :4])
+    with pytest.raises(ValueError, match=r"y.shape=\(2, 5\) and dy.shape=\(5,\)"):
+        native.jacobian_product_quadratic(y, dy[0])
+    with pytest.raises(ValueError, match=r"x must have at least one dimension.*0-d"):
+        native.softmax(np.float64(1.0))
+    with pytest.raises(
+        ValueError, match=r"out must have shape \(2, 5\) like the inputs, got shape \(5, 2\)"
+    ):
+        native.softmax_vjp(y, dy, out=np.empty((5, 2)))
+
+
+def test_bad_out_raises_value_error():
+    y, dy = _ok(n=6)
+    with pytest.raises(ValueError, match=r"out must be C-contiguous"):
+        native.softmax_vjp(y, dy, out=np.empty((2, 12))[:, ::2])
+    with pytest.raises(ValueError, match=r"out must be C-contiguous"):
+        native.softmax(y, out=np.empty((6, 2)).T)
+    ro = np.empty_like(y)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"out must be writeable"):
+        native.softmax(y, out=ro)
+    with pytest.raises(ValueError, match=r"out must not overlap the input y"):
+        native.softmax_vjp(y, dy, out=y)
+    with pytest.raises(ValueError, match=r"out must not overlap the input dy"):
+        native.softmax_vjp(y, dy, out=dy)
+    with pytest.raises(ValueError, match=r"out must not overlap the input x"):
+        native.softmax(y, out=y)
+    raw = np.zeros(y.nbytes + 1, np.uint8)
+    mis = np.frombuffer(raw.data, np.float64, count=y.size, offset=1).reshape(y.shape)
+    with pytest.raises(ValueError, match=r"out must be aligned"):
+        native.softmax(y, out=mis)
+    with pytest.raises(
+        TypeError, match=r"out must have dtype float64 like the inputs, got dtype >f8"
+    ):
+        native.softmax(y, out=np.empty(y.shape, ">f8"))
+
+
+def test_bad_isa_raises_value_error(monkeypatch):
+    y, dy = _ok()
+    for bad in ("sse2", "AVX2", 2, ""):
+        with pytest.raises(ValueError, match=r"unknown isa=.*allowed: None or one of scalar, avx2"):
+            native.softmax_vjp(y, dy, isa=bad)
+        with pytest.raises(ValueError, match=r"unknown isa="):
+            native.softmax(y, isa=bad)
+        with pytest.raises(ValueError, match=r"unknown isa="):
+            native.jacobian_product_quadratic(y, dy, isa=bad)
+        with pytest.raises(ValueError, match=r"unknown isa="):
+            native.stream_add(y, dy, isa=bad)
+    # A CPU without AVX-512: the name is known but the path is not available.
+    monkeypatch.setattr(native, "_AVAILABLE", ("scalar", "avx2"))
+    monkeypatch.setattr(native, "_ISA_INDEX", {"scalar": 0, "avx2": 1})
+    with pytest.raises(
+        ValueError, match=r"isa='avx512' is not available on this CPU; available here: scalar, avx2"
+    ):
+        native.softmax_vjp(y, dy, isa="avx512")
+
+
+def test_bad_threads():
+    y, dy = _ok()
+    for bad in (0, -1, np.int64(0)):
+        with pytest.raises(
+            ValueError, match=rf"threads={bad} is not allowed; use None or an int >= 1"
+        ):
+            native.softmax_vjp(y, dy, threads=bad)
+        with pytest.raises(ValueError, match=r"threads="):
+            native.softmax(y, threads=bad)
+        with pytest.raises(ValueError, match=r"threads="):
+            native.stream_add(y, dy, threads=bad)
+    for bad in (1.5, True, "2"):
+        with pytest.raises(TypeError, match=r"threads must be None or an int >= 1"):
+            native.softmax_vjp(y, dy, threads=bad)
+
+
+def test_lists_and_scalars_rows_work():
+    # array_like inputs: a list of floats becomes float64; a 1-D array is one row
+    out = native.softmax([1.0, 2.0])
+    np.testing.assert_allclose(out, [1 / (1 + np.e), np.e / (1 + np.e)], rtol=1e-15)
+    dx = native.softmax_vjp([0.5, 0.5], [1.0, 0.0])
+    np.testing.assert_allclose(dx, [0.25, -0.25], rtol=1e-15)
+
+
+# ---- properties (hypothesis) ---------------------------------------------------------------------
+
+
+def _arrays(dtype, elements):
+    return hnp.arrays(
+        dtype, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=40), elements=elements
+    )
+
+
+_special = st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30])
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(DTYPES), st.sampled_from(ISAS), st.data())
+def test_property_softmax_matches_numpy_formula(dtype, isa, data):
+    finite = st.floats(-60, 60, width=32)
+    x = data.draw(_arrays(dtype, finite | _special))
+    out = native.softmax(x, isa=isa, threads=data.draw(st.integers(1, 3)))
+    expected = sg.softmax(x)  # NumPy formula in the same dtype: where NaN/inf/0 land
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    assert_softmax_close(out, x, dtype, isa)
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(DTYPES), st.sampled_from(ISAS), st.data())
+def test_property_vjp_matches_numpy_formula(dtype, isa, data):
+    finite = st.floats(-1e3, 1e3, width=32)
+    y = data.draw(_arrays(dtype, finite | _special))
+    dy = data.draw(hnp.arrays(dtype, y.shape, elements=finite | _special))
+    out = native.softmax_vjp(y, dy, isa=isa, threads=data.draw(st.integers(1, 3)))
+    expected = numpy_vjp_same_dtype(y, dy)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    assert_within(out, expected, 2 * vjp_bound(y, dy, dtype), isa)
+
+
+# ---- the build ---------------------------------------------------------------------------------
+
+
+def _run_python(code: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_import_needs_no_compiler():
+    # With no PATH and CC pointing at a failing program, a compile at import would fail.
+    env = {k: v for k, v in os.environ.items() if k not in ("PATH", "CC")}
+    env.update(PATH="", CC="false")
+    proc = _run_python("from softmax_grad import native; print(native.isas())", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert native._native.__file__.endswith(".so")
+
+
+def test_missing_extension_says_how_to_build():
+    code = (
+        "import sys; sys.modules['softmax_grad._native'] = None\n"
+        "import softmax_grad  # the pure-NumPy package works without the extension\n"
+        "print(softmax_grad.softmax([0.0, 0.0]))\n"
+        "import softmax_grad.native\n"
+    )
+    proc = _run_python(code)
+    assert proc.returncode != 0
+    assert "[0.5 0.5]" in proc.stdout
+    assert "ImportError" in proc.stderr
+    assert "make install" in proc.stderr and "pip install -e ." in proc.stderr
