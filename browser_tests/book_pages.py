@@ -176,13 +176,14 @@ async () => {
   imgs.forEach(i => { i.loading = 'eager'; });
   await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
     i.addEventListener('load', r); i.addEventListener('error', r); })));
-  const main = document.querySelector('main') || document.body;
+  // The page's own content: the theme's article (launch-button logos and other theme images sit
+  // in <main> but outside it).
+  const content = document.querySelector('article.bd-article')
+                  || document.querySelector('main') || document.body;
   return imgs.map(i => ({
     src: i.getAttribute('src'), url: i.currentSrc || i.src,
     width: i.naturalWidth, height: i.naturalHeight,
-    alt: i.getAttribute('alt'), in_content: main.contains(i),
-    caption: (i.closest('figure') && i.closest('figure').querySelector('figcaption'))
-             ? i.closest('figure').querySelector('figcaption').textContent.trim() : '',
+    alt: i.getAttribute('alt'), in_content: content.contains(i),
   }));
 }
 """
@@ -193,13 +194,32 @@ _LINKS_JS = """
 """
 
 
-def alt_is_descriptive(img: dict) -> bool:
-    """Alt text counts when present and not just the file name (myst-nb's default for outputs);
-    a figure caption also describes the image."""
-    alt = (img["alt"] or "").strip()
-    name = Path(urlsplit(img["src"] or "").path).name
-    generic = not alt or alt == img["src"] or Path(alt).name == name
-    return not generic or bool(img["caption"])
+# An alt text that is only a reference to an image file, as myst-nb writes when a cell sets no
+# alt (docutils falls back to the image's URI, e.g. "../_images/3f2a….png"): no spaces, ends in
+# an image extension. Screen readers would read the path aloud.
+_IMAGE_PATH = re.compile(r"\S*\.(?:png|jpe?g|gif|svg|webp|pdf)", re.IGNORECASE)
+
+
+def alt_problem(img: dict) -> str | None:
+    """None if the image's alt text describes it; otherwise what is wrong with the alt text.
+
+    Missing or empty alt, alt equal to the ``src`` attribute, to the file name, or to any path
+    of an image file (``_images/….png``) do not describe anything. A figure caption does not
+    stand in for alt text: assistive technology reads the alt attribute of the image itself.
+    """
+    raw = img["alt"]
+    if raw is None:
+        return "no alt attribute"
+    alt = raw.strip()
+    if not alt:
+        return 'empty alt=""'
+    src = img["src"] or ""
+    name = Path(urlsplit(src).path).name
+    if alt == src:
+        return "alt is the image's file path"
+    if Path(urlsplit(alt).path).name == name or _IMAGE_PATH.fullmatch(alt):
+        return f"alt is a file path: {alt!r}"
+    return None
 
 
 def check_links(report: PageReport, links: list[dict], base_url: str, html_dir: Path) -> None:
@@ -234,8 +254,10 @@ def read_page(browser, base_url: str, html_dir: Path, page_path: str, shots: Pat
         for img in report.images:
             if img["width"] == 0 or img["height"] == 0:
                 report.broken_images.append(img["src"])
-            if img["in_content"] and not alt_is_descriptive(img):
-                report.images_without_alt.append(img["src"])
+            # Content images only: theme images (logos, icons) sit outside the article.
+            problem = alt_problem(img) if img["in_content"] else None
+            if problem:
+                report.images_without_alt.append(f"{img['src']}: {problem}")
 
         check_links(report, page.evaluate(_LINKS_JS), base_url, html_dir)
 

@@ -1,8 +1,9 @@
 """A real browser reads every built page of the book.
 
 Each page is opened once in headless Chromium (see conftest.py); the tests below check what a
-reader would notice: untypeset math, broken images, dead links and anchors, script errors,
-requests leaving the machine (the book must read offline), and the search page.
+reader would notice: untypeset math, broken images, images without alt text, dead links and
+anchors, script errors, requests leaving the machine (the book must read offline), and the search
+page.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .book_pages import anchors_in, check_internal_link, open_page
+from .book_pages import alt_problem, anchors_in, check_internal_link, open_page
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,6 +41,25 @@ def test_images_load(page_path, reports):
     assert not r.broken_images, (
         f"images that did not load on {page_path}:{_listing(r.broken_images)}"
     )
+
+
+def test_images_have_alt_text(page_path, reports):
+    """Every content image carries alt text that describes it (for a notebook figure: the cell's
+    ``mystnb: image: alt`` metadata), not its file path, which myst-nb writes by default."""
+    r = reports(page_path)
+    assert not r.images_without_alt, (
+        f"images without descriptive alt text on {page_path}:{_listing(r.images_without_alt)}"
+    )
+
+
+def test_alt_text_rule():
+    """The rule above accepts a description and rejects what myst-nb and Sphinx write when the
+    author gave none (the image's own URI, relative or absolute) and missing or empty alt."""
+    src = "../_images/3f2a9c.png"
+    described = {"src": src, "alt": "Line plot of probability against class index"}
+    assert alt_problem(described) is None
+    for alt in (None, "", "  ", src, "3f2a9c.png", "_images/3f2a9c.png", "/x/_images/other.PNG"):
+        assert alt_problem({"src": src, "alt": alt}) is not None, alt
 
 
 def test_internal_links_and_anchors_resolve(page_path, reports):
