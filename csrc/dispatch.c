@@ -187,8 +187,27 @@ static int sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *ou
         return sg_run_rows(k->FIELD, a, b, out, rows, n, sizeof(T), threads);                      \
     }
 
-SG_ENTRY_2(sg_softmax_vjp_f32, float, vjp_f32)
-SG_ENTRY_2(sg_softmax_vjp_f64, double, vjp_f64)
+/* Calls moving more bytes than this (3 * rows * n * element size) stream from memory rather than
+ * from cache, and take the row-pipelined VJP. Measured on a Zen 4 with 32 MiB of L3: the cache
+ * variant won at 1024x1024 float32 (12 MiB), the streaming one at 256x32000 float32 (96 MiB).
+ * Both give bitwise identical results, so the threshold only affects speed. */
+#define SG_STREAM_BYTES ((size_t)32 << 20)
+
+#define SG_ENTRY_VJP(NAME, T, FIELD, STREAM_FIELD)                                                 \
+    int NAME(const T *a, const T *b, T *out, size_t rows, size_t n, int isa, int threads)          \
+    {                                                                                              \
+        const struct sg_kernels *k = sg_table(isa);                                                \
+        if (!k)                                                                                    \
+            return SG_BAD_ISA;                                                                     \
+        if (rows && n && !b)                                                                       \
+            return SG_BAD_POINTER;                                                                 \
+        const int stream = rows * n > SG_STREAM_BYTES / 3 / sizeof(T);                             \
+        return sg_run_rows(stream ? k->STREAM_FIELD : k->FIELD, a, b, out, rows, n, sizeof(T),     \
+                           threads);                                                               \
+    }
+
+SG_ENTRY_VJP(sg_softmax_vjp_f32, float, vjp_f32, vjp_stream_f32)
+SG_ENTRY_VJP(sg_softmax_vjp_f64, double, vjp_f64, vjp_stream_f64)
 SG_ENTRY_2(sg_jacobian_product_quadratic_f32, float, quadratic_f32)
 SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, quadratic_f64)
 

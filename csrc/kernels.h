@@ -20,6 +20,8 @@ typedef void (*sg_rows_fn)(const void *a, const void *b, void *out, size_t rows,
 
 struct sg_kernels {
     sg_rows_fn vjp_f32, vjp_f64;
+    /* The same results as vjp_*, organised for blocks too large for the caches. */
+    sg_rows_fn vjp_stream_f32, vjp_stream_f64;
     sg_rows_fn softmax_f32, softmax_f64;
     sg_rows_fn quadratic_f32, quadratic_f64;
     /* Elementwise: called with rows = 1 and n = the element count of the block. */

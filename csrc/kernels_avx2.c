@@ -7,11 +7,12 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels.h"
 
 #define SG_TARGET __attribute__((target("avx2,fma")))
-#define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 
 /* ---- horizontal reductions in a fixed order ---------------------------------------------------- */
 
@@ -192,8 +193,16 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #include "kernels_simd.h"
 
 const struct sg_kernels sg_kernels_avx2 = {
-    sg_avx2_vjp_f32,       sg_avx2_vjp_f64,       sg_avx2_softmax_f32, sg_avx2_softmax_f64,
-    sg_avx2_quadratic_f32, sg_avx2_quadratic_f64, sg_avx2_add_f32,     sg_avx2_add_f64,
+    .vjp_f32 = sg_avx2_vjp_f32,
+    .vjp_f64 = sg_avx2_vjp_f64,
+    .vjp_stream_f32 = sg_avx2_vjp_stream_f32,
+    .vjp_stream_f64 = sg_avx2_vjp_stream_f64,
+    .softmax_f32 = sg_avx2_softmax_f32,
+    .softmax_f64 = sg_avx2_softmax_f64,
+    .quadratic_f32 = sg_avx2_quadratic_f32,
+    .quadratic_f64 = sg_avx2_quadratic_f64,
+    .add_f32 = sg_avx2_add_f32,
+    .add_f64 = sg_avx2_add_f64,
 };
 
 #endif /* x86-64 */

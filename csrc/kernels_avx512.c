@@ -8,14 +8,12 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels.h"
 
 #define SG_TARGET __attribute__((target("avx512f,avx2,fma")))
-#ifndef SG_PF_HINT
-#define SG_PF_HINT _MM_HINT_T0
-#endif
-#define VPREFETCH(p) _mm_prefetch((const char *)(p), SG_PF_HINT)
+#define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 
 /* ---- exp(x + nm) for 16 floats ------------------------------------------------------------------
  * s = x + nm is rounded; TwoSum gives its exact error err (|err| <= ulp(s)/2), folded into the
@@ -154,9 +152,16 @@ SG_TARGET static inline sg_acc_f32x16 sg_acc_add_f32x16(sg_acc_f32x16 acc, __m51
 #include "kernels_simd.h"
 
 const struct sg_kernels sg_kernels_avx512 = {
-    sg_avx512_vjp_f32,       sg_avx512_vjp_f64,       sg_avx512_softmax_f32,
-    sg_avx512_softmax_f64,   sg_avx512_quadratic_f32, sg_avx512_quadratic_f64,
-    sg_avx512_add_f32,       sg_avx512_add_f64,
+    .vjp_f32 = sg_avx512_vjp_f32,
+    .vjp_f64 = sg_avx512_vjp_f64,
+    .vjp_stream_f32 = sg_avx512_vjp_stream_f32,
+    .vjp_stream_f64 = sg_avx512_vjp_stream_f64,
+    .softmax_f32 = sg_avx512_softmax_f32,
+    .softmax_f64 = sg_avx512_softmax_f64,
+    .quadratic_f32 = sg_avx512_quadratic_f32,
+    .quadratic_f64 = sg_avx512_quadratic_f64,
+    .add_f32 = sg_avx512_add_f32,
+    .add_f64 = sg_avx512_add_f64,
 };
 
 #endif /* x86-64 */

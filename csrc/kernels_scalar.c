@@ -147,5 +147,14 @@ SG_SCALAR_ADD(float, add_f32)
 SG_SCALAR_ADD(double, add_f64)
 
 const struct sg_kernels sg_kernels_scalar = {
-    vjp_f32, vjp_f64, softmax_f32, softmax_f64, quadratic_f32, quadratic_f64, add_f32, add_f64,
+    .vjp_f32 = vjp_f32,
+    .vjp_f64 = vjp_f64,
+    .vjp_stream_f32 = vjp_f32,
+    .vjp_stream_f64 = vjp_f64,
+    .softmax_f32 = softmax_f32,
+    .softmax_f64 = softmax_f64,
+    .quadratic_f32 = quadratic_f32,
+    .quadratic_f64 = quadratic_f64,
+    .add_f32 = add_f32,
+    .add_f64 = add_f64,
 };

@@ -17,15 +17,25 @@
  *   VEXP(x, nm)            exp(x + nm) elementwise, accurate to the dtype (see the ISA file)
  *   ACC_T ACC_ZERO ACC_ADD(acc, v) ACC_HSUM(acc)   the forward pass's sum accumulator (double
  *                          precision for float rows), ACC_HSUM returns a double
- *   VPREFETCH(p)           prefetch the cache line holding p into L1
+ *   VPREFETCH(p)           prefetch the cache line holding p into L2
  *
- * No kernel peels iterations to reach an aligned address: the order of operations in a row depends
- * only on n, so a row gives bitwise the same result wherever it sits and whichever thread runs it.
+ * The order of operations in a row depends only on n and on the row's address (the VJP peels a
+ * masked head to reach vector alignment: on Zen 4 a load straddling two cache lines costs double,
+ * and that was 10-20% for rows in cache). It never depends on which thread runs the row, so
+ * results are bitwise identical for any thread count. The forward pass does not peel: its cost is
+ * the exp, and its result does not depend on the address either.
  */
 
 /* ---- softmax VJP: dx = y * (dy - <y, dy>) ----------------------------------------------------- */
 
-/* The row's two passes (the dot product, then the output) are software-pipelined across rows:
+#ifndef SG_PREFETCH_BYTES
+#define SG_PREFETCH_BYTES 4096
+#endif
+
+/* Two variants, with bitwise identical results (dispatch.c picks one by the size of the call):
+ * vjp, for blocks that stay in cache, runs a row's two passes -- the dot product, then the
+ * output -- one after the other; the second re-reads the row from L1/L2.
+ * vjp_stream, for blocks streamed from memory, software-pipelines them across rows:
  * one loop writes row r's output, re-reading y_r and dy_r from cache, while it streams y_{r+1} and
  * dy_{r+1} from memory for row r+1's dot product. Memory then sees three continuous streams, as in
  * c = a + b, instead of bursts of reads (pass 1) and of writes (pass 2). Row r's dot product is
@@ -52,70 +62,123 @@
         SG_SCALE_1(o, a, b, d, i + 3 * W);                                                         \
     } while (0)
 
-SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n,
-                                      M tail)
+/* Elements before the first vector-aligned address of p (at most n): handled by one masked
+ * operation, so that the loops after it never load or store across a cache-line boundary. */
+#define SG_HEAD(p, n)                                                                              \
+    ((size_t)((0u - (uintptr_t)(p)) % (W * sizeof(T))) / sizeof(T) < (n)                          \
+         ? (size_t)((0u - (uintptr_t)(p)) % (W * sizeof(T))) / sizeof(T)                           \
+         : (n))
+
+/* <y, dy>: a masked head up to y's alignment, four accumulators, single vectors, a masked tail.
+ * The partial sums therefore depend on n and on y's address modulo the vector size, never on the
+ * thread split: a row gives the same bits whichever thread computes it. */
+SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n)
 {
     V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
-    size_t i = 0;
+    size_t i = SG_HEAD(y, n);
+    if (i) {
+        const M head = MTAIL(i);
+        s1 = VFMADD(VMLOADZ(y, head), VMLOADZ(dy, head), s1);
+    }
     for (; i + 4 * W <= n; i += 4 * W)
         SG_DOT_4(s0, s1, s2, s3, y, dy, i);
     for (; i + W <= n; i += W)
         s0 = VFMADD(VLOADU(y + i), VLOADU(dy + i), s0);
-    if (i < n)
-        s1 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s1);
+    if (i < n) {
+        const M tail = MTAIL(n - i);
+        s2 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s2);
+    }
     return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
 }
 
-SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                           T *SG_RESTRICT out, size_t n, M tail, T dot)
+/* out[i0:n] = y * (dy - d), from an index i0 where out is vector-aligned or from which the rest
+ * is short. */
+SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                            T *SG_RESTRICT out, size_t i, size_t n, V d)
 {
-    const V d = VSET1(dot);
-    size_t i = 0;
     for (; i + 4 * W <= n; i += 4 * W)
         SG_SCALE_4(out, y, dy, d, i);
     for (; i + W <= n; i += W)
         SG_SCALE_1(out, y, dy, d, i);
-    if (i < n)
+    if (i < n) {
+        const M tail = MTAIL(n - i);
         VMSTORE(out + i, tail, VMUL(VMLOADZ(y + i, tail), VSUB(VMLOADZ(dy + i, tail), d)));
+    }
 }
 
-/* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter. */
+/* out = y * (dy - dot) for one row, elementwise, so its order is free: a masked head brings out
+ * to a vector boundary first. */
+SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                           T *SG_RESTRICT out, size_t n, T dot)
+{
+    const V d = VSET1(dot);
+    const size_t h = SG_HEAD(out, n);
+    if (h) {
+        const M head = MTAIL(h);
+        VMSTORE(out, head, VMUL(VMLOADZ(y, head), VSUB(VMLOADZ(dy, head), d)));
+    }
+    FN(scale_from)(y, dy, out, h, n, d);
+}
+
+/* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter, computed by
+ * exactly row_dot's operations (same head, same chunks into the same accumulators). */
 SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
                                                  T *SG_RESTRICT out, const T *SG_RESTRICT yn,
-                                                 const T *SG_RESTRICT dyn, size_t n, M tail, T dot)
+                                                 const T *SG_RESTRICT dyn, size_t n, T dot)
 {
     const V d = VSET1(dot);
     V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
-    size_t i = 0;
-    for (; i + 4 * W <= n; i += 4 * W) {
-        SG_DOT_4(s0, s1, s2, s3, yn, dyn, i);
+    size_t j = SG_HEAD(yn, n); /* the next row's dot product */
+    size_t i = 0;              /* this row's output */
+    if (j) {
+        const M head = MTAIL(j);
+        s1 = VFMADD(VMLOADZ(yn, head), VMLOADZ(dyn, head), s1);
+    }
+    for (; j + 4 * W <= n; j += 4 * W, i += 4 * W) {
+        /* Ahead of the hardware prefetcher: the next rows' lines into L2, SG_PREFETCH_BYTES on.
+         * Prefetches never fault, so running past the end of the block is harmless. */
+        for (int k = 0; k < 4 * W; k += 64 / (int)sizeof(T)) {
+            VPREFETCH(yn + j + k + SG_PREFETCH_BYTES / sizeof(T));
+            VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(T));
+        }
+        SG_DOT_4(s0, s1, s2, s3, yn, dyn, j);
         SG_SCALE_4(out, y, dy, d, i);
     }
-    for (; i + W <= n; i += W) {
-        s0 = VFMADD(VLOADU(yn + i), VLOADU(dyn + i), s0);
-        SG_SCALE_1(out, y, dy, d, i);
+    for (; j + W <= n; j += W)
+        s0 = VFMADD(VLOADU(yn + j), VLOADU(dyn + j), s0);
+    if (j < n) {
+        const M tail = MTAIL(n - j);
+        s2 = VFMADD(VMLOADZ(yn + j, tail), VMLOADZ(dyn + j, tail), s2);
     }
-    if (i < n) {
-        s1 = VFMADD(VMLOADZ(yn + i, tail), VMLOADZ(dyn + i, tail), s1);
-        VMSTORE(out + i, tail, VMUL(VMLOADZ(y + i, tail), VSUB(VMLOADZ(dy + i, tail), d)));
-    }
+    FN(scale_from)(y, dy, out, i, n, d);
     return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
 }
 
+/* Rows in cache: the two passes, one row after the other. */
 SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
     const T *SG_RESTRICT y = a;
     const T *SG_RESTRICT dy = b;
     T *SG_RESTRICT out = o;
-    const M tail = MTAIL(n % W);
-    if (rows == 0)
-        return;
-    T dot = FN(row_dot)(y, dy, n, tail);
-    for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
-        dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, tail, dot);
-    FN(row_scale)(y, dy, out, n, tail, dot);
+    for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
+        FN(row_scale)(y, dy, out, n, FN(row_dot)(y, dy, n));
 }
 
+/* Rows streamed from memory: the two passes pipelined across rows (see the top of this section). */
+SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    const T *SG_RESTRICT y = a;
+    const T *SG_RESTRICT dy = b;
+    T *SG_RESTRICT out = o;
+    if (rows == 0)
+        return;
+    T dot = FN(row_dot)(y, dy, n);
+    for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
+        dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot);
+    FN(row_scale)(y, dy, out, n, dot);
+}
+
+#undef SG_HEAD
 #undef SG_DOT_4
 #undef SG_SCALE_1
 #undef SG_SCALE_4

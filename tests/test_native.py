@@ -37,6 +37,16 @@ WIDTH = {
     "avx512": {np.float32: 16, np.float64: 8},
 }
 LARGE_N = (257, 1000, 4099, 32003)
+REAL_THREAD_THRESHOLD = native.THREAD_THRESHOLD_BYTES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def threads_as_asked():
+    """threads=k means at most k; small calls use fewer (see default_threads). The tests' calls
+    are small, so lift that limit here and threads=2 really starts a second thread."""
+    native.THREAD_THRESHOLD_BYTES = 1
+    yield
+    native.THREAD_THRESHOLD_BYTES = REAL_THREAD_THRESHOLD
 
 
 def unit_roundoff(dtype) -> float:
@@ -192,6 +202,30 @@ def test_vjp_large_rows(isa, dtype, n):
     y, dy = vjp_inputs(rng, (3, n), dtype)
     out = native.softmax_vjp(y, dy, isa=isa, threads=2)
     assert_within(out, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_streaming_variant_matches_cache_variant(isa, dtype):
+    # Calls moving more than 32 MiB take the row-pipelined kernel (dispatch.c, SG_STREAM_BYTES);
+    # smaller calls take the row-by-row one. Row blocks below the threshold must give the very
+    # same bits, and the big call must still satisfy the error bound.
+    n = 4099  # odd: masked tails in both variants
+    itemsize = np.dtype(dtype).itemsize
+    rows = (32 << 20) // (3 * itemsize * n) + 3
+    rng = np.random.default_rng(10)
+    y, dy = vjp_inputs(rng, (rows, n), dtype)
+    assert 3 * y.nbytes > 32 << 20
+    big = native.softmax_vjp(y, dy, isa=isa, threads=1)
+    parts = np.concatenate(
+        [native.softmax_vjp(y[k : k + 64], dy[k : k + 64], isa=isa) for k in range(0, rows, 64)]
+    )
+    np.testing.assert_array_equal(big, parts)
+    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=2), big)
+    sample = slice(0, rows, 97)
+    assert_within(
+        big[sample], vjp_reference(y[sample], dy[sample]), vjp_bound(y, dy, dtype)[sample]
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -374,29 +408,37 @@ def _offset_copy(a: np.ndarray, offset: int) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_rows_give_identical_bits_at_any_address(isa, dtype):
-    # Offset by one element the vectors straddle cache lines; no kernel may depend on that.
+def test_any_address_gives_correct_results(isa, dtype):
+    # Offset by one element, vectors straddle cache lines and the VJP's aligned head changes
+    # length: still within the bound. The forward pass does not depend on the address at all.
     rng = np.random.default_rng(6)
     y, dy = vjp_inputs(rng, (5, 53), dtype)
-    base = native.softmax_vjp(y, dy, isa=isa)
     fwd = native.softmax(dy, isa=isa)
-    for offset in (1, 3):
+    bound = vjp_bound(y, dy, dtype)
+    for offset in range(5):
         yo, dyo = _offset_copy(y, offset), _offset_copy(dy, offset)
-        np.testing.assert_array_equal(native.softmax_vjp(yo, dyo, isa=isa), base)
+        for threads in (1, 2):
+            out = native.softmax_vjp(yo, dyo, isa=isa, threads=threads)
+            assert_within(out, vjp_reference(y, dy), bound, f"{isa} offset={offset}")
         np.testing.assert_array_equal(native.softmax(dyo, isa=isa), fwd)
-        # and one row alone equals the same row inside the batch
-        np.testing.assert_array_equal(native.softmax_vjp(yo[2:3], dyo[2:3], isa=isa), base[2:3])
+        # the same row alone, at the same address, gives the same bits as inside the batch
+        np.testing.assert_array_equal(
+            native.softmax_vjp(yo[2:3], dyo[2:3], isa=isa),
+            native.softmax_vjp(yo, dyo, isa=isa)[2:3],
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_fortran_inputs_are_copied(dtype):
+    # Copies land at other addresses, so the VJP is checked against the bound (its summation
+    # order follows y's alignment); the forward pass and the O(n^2) kernel are bitwise stable.
     rng = np.random.default_rng(7)
     y, dy = vjp_inputs(rng, (6, 40), dtype)
-    expected = native.softmax_vjp(y, dy)
+    expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
     ys, dys = np.repeat(y, 2, axis=1)[:, ::2], np.repeat(dy, 2, axis=1)[:, ::2]
     assert not ys.flags.c_contiguous
-    np.testing.assert_array_equal(native.softmax_vjp(ys, dys), expected)
-    np.testing.assert_array_equal(native.softmax_vjp(np.asfortranarray(y), dy), expected)
+    assert_within(native.softmax_vjp(ys, dys), expected, bound, "strided")
+    assert_within(native.softmax_vjp(np.asfortranarray(y), dy), expected, bound, "F-order")
     np.testing.assert_array_equal(native.softmax(ys), native.softmax(y))
     np.testing.assert_array_equal(
         native.jacobian_product_quadratic(ys, dys), native.jacobian_product_quadratic(y, dy)
@@ -406,11 +448,12 @@ def test_strided_and_fortran_inputs_are_copied(dtype):
     ym = np.frombuffer(raw.data, dtype=dtype, count=y.size, offset=1).reshape(y.shape)
     assert not ym.flags.aligned
     raw[1:] = y.view(np.uint8).ravel()
-    np.testing.assert_array_equal(native.softmax_vjp(ym, dy), expected)
+    assert_within(native.softmax_vjp(ym, dy), expected, bound, "misaligned")
+    np.testing.assert_array_equal(native.softmax(ym), native.softmax(y))
     # big-endian input
-    np.testing.assert_array_equal(
-        native.softmax_vjp(y.astype(y.dtype.newbyteorder(">")), dy), expected
-    )
+    big_endian = y.astype(y.dtype.newbyteorder(">"))
+    assert_within(native.softmax_vjp(big_endian, dy), expected, bound, "big-endian")
+    np.testing.assert_array_equal(native.softmax(big_endian), native.softmax(y))
 
 
 GUARD = 37
@@ -484,12 +527,18 @@ def test_threads_give_bitwise_identical_results(isa, dtype):
             np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1)
 
 
-def test_default_threads_rule():
-    below = native.THREAD_THRESHOLD_BYTES - 1
-    assert native.default_threads(below, 1000) == 1
+def test_default_threads_rule(monkeypatch):
+    monkeypatch.setattr(native, "THREAD_THRESHOLD_BYTES", REAL_THREAD_THRESHOLD)
+    step = REAL_THREAD_THRESHOLD
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert native.default_threads(native.THREAD_THRESHOLD_BYTES, 1000) == min(cpus, 1000)
-    assert native.default_threads(10**9, 1) == 1  # one row is never split
+    assert native.default_threads(step - 1, 1000) == 1
+    assert native.default_threads(step - 1, 1000, threads=2) == 1  # threads is a maximum
+    assert native.default_threads(step, 1000, threads=2) == 2
+    assert native.default_threads(step, 1000, threads=5) == 2  # one more per step of work
+    assert native.default_threads(3 * step, 1000, threads=5) == 4
+    assert native.default_threads(100 * step, 1000) == min(cpus, 101)
+    assert native.default_threads(100 * step, 1, threads=4) == 1  # one row is never split
+    assert native.default_threads(0, 0) == 1
 
 
 # ---- argument checking -------------------------------------------------------------------------

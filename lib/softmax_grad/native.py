@@ -8,9 +8,9 @@ argument before a pointer reaches C, copies inputs that are not C-contiguous and
 never writes outside ``out``.
 
 ``isa`` picks the instruction-set path: one of :func:`isas` (``None`` = the best, the last one).
-``threads`` is how many POSIX threads share the rows (``None`` = :func:`default_threads`); each
-row is computed by the same code whatever the split, so results are bitwise identical for any
-``threads``.
+``threads`` is the most POSIX threads that may share the rows (``None`` = the usable CPUs; small
+calls use fewer, see :func:`default_threads`); each row is computed by the same code whatever the
+split, so results are bitwise identical for any ``threads``.
 
 Examples
 --------
@@ -57,16 +57,25 @@ _BEST = _ISA_INDEX[_AVAILABLE[-1]]
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-_ARRAY = {_F32: _ffi.typeof("float[]"), _F64: _ffi.typeof("double[]")}
+# Keyed by itemsize: after validation 4 means float32 and 8 float64, whatever the dtype object.
+_ARRAY = {4: _ffi.typeof("float[]"), 8: _ffi.typeof("double[]")}
+_VJP = {4: _lib.sg_softmax_vjp_f32, 8: _lib.sg_softmax_vjp_f64}
+_SOFTMAX = {4: _lib.sg_softmax_f32, 8: _lib.sg_softmax_f64}
+_QUADRATIC = {4: _lib.sg_jacobian_product_quadratic_f32, 8: _lib.sg_jacobian_product_quadratic_f64}
+_ADD = {4: _lib.sg_stream_add_f32, 8: _lib.sg_stream_add_f64}
 _ndarray = np.ndarray
 _from_buffer = _ffi.from_buffer
+_may_share_memory = np.may_share_memory
 
-# threads=None: 1 thread below this many bytes moved per call, more above. Measured on the
-# development machine (2-core AMD EPYC Zen 4, 1 MiB L2 per core) by timing softmax_vjp with 1 and
-# 2 threads over shapes from 1x1000 to 4096x4096, float32 and float64 (the script is in
-# tests/test_native.py's docstring of test_default_threads_measurement): 2 threads win once a
-# call moves more than about 256 KiB, when the ~20 us cost of starting a thread is repaid.
-THREAD_THRESHOLD_BYTES = 256 * 1024
+# Threads are started per call (no pool: no global state), and a second thread costs 25-50 us to
+# start and join on the development machine (2-core AMD EPYC Zen 4 VM, shared with other jobs), so
+# it pays off only for enough work. Measured by timing softmax_vjp and softmax (float32 and
+# float64, rows of 1000 and 4099, median of 200 calls) with 1 thread and with 2 forced threads
+# (THREAD_THRESHOLD_BYTES patched to 1) on calls moving 32 KiB to 32 MiB: 2 threads first won at
+# 4-16 MiB for the VJP (16 MiB: 1.3-1.9x) and at 2-4 MiB for the forward pass, which spends about
+# 4x more time per byte (exp), hence its work factor.
+THREAD_THRESHOLD_BYTES = 8 << 20
+_SOFTMAX_WORK_FACTOR = 4
 try:
     _CPUS = len(os.sched_getaffinity(0))
 except AttributeError:  # pragma: no cover - not Linux
@@ -86,16 +95,17 @@ def isas() -> tuple[str, ...]:
     return _AVAILABLE
 
 
-def default_threads(nbytes: int, rows: int) -> int:
-    """The thread count ``threads=None`` picks for a call moving ``nbytes`` bytes over ``rows``.
+def default_threads(nbytes: int, rows: int, threads: int | None = None) -> int:
+    """How many threads a call moving ``nbytes`` bytes over ``rows`` rows really uses.
 
-    One thread below :data:`THREAD_THRESHOLD_BYTES` (starting a thread costs more than it saves),
-    otherwise as many as there are usable CPUs, but never more than there are rows (a row is never
-    split between threads).
+    ``threads`` (default: the usable CPUs) is a maximum: one more thread per
+    :data:`THREAD_THRESHOLD_BYTES` of work, and never more threads than rows (a row is never split
+    between threads). So small calls run on the calling thread alone, even with ``threads=2``,
+    as PyTorch's ``parallel_for`` does with its grain size. For :func:`softmax`, pass 4x its
+    bytes: it spends about 4x more time per byte than the VJP.
     """
-    if nbytes < THREAD_THRESHOLD_BYTES:
-        return 1
-    return max(1, min(_CPUS, rows))
+    limit = _CPUS if threads is None else threads
+    return max(1, min(limit, rows, 1 + nbytes // THREAD_THRESHOLD_BYTES))
 
 
 # ---- validation (the slow path; the public functions try a lean fast path first) ---------------
@@ -121,7 +131,7 @@ def _threads(threads, nbytes: int, rows: int) -> int:
         raise TypeError(f"threads must be None or an int >= 1, got {type(threads).__name__}")
     if threads < 1:
         raise ValueError(f"threads={threads} is not allowed; use None or an int >= 1")
-    return int(threads)
+    return default_threads(nbytes, rows, int(threads))
 
 
 def _as_input(a, name: str) -> np.ndarray:
@@ -135,7 +145,12 @@ def _as_input(a, name: str) -> np.ndarray:
             f"{name} must have at least one dimension (the softmax axis is the last one), "
             "got a 0-d array"
         )
-    return np.require(arr, dt.newbyteorder("="), ["C_CONTIGUOUS", "ALIGNED"])
+    if not dt.isnative:
+        return arr.astype(_F32 if dt.itemsize == 4 else _F64, order="C")
+    flags = arr.flags
+    if not (flags.c_contiguous and flags.aligned):
+        return np.array(arr, order="C", copy=True)  # a fresh array is aligned
+    return arr
 
 
 def _check_out(out, shape: tuple, dtype: np.dtype, inputs: tuple) -> np.ndarray:
@@ -161,8 +176,11 @@ def _check_out(out, shape: tuple, dtype: np.dtype, inputs: tuple) -> np.ndarray:
     return out
 
 
-def _prepare(arrays: tuple, names: tuple, out, isa, threads, nstreams: int):
-    """Validate everything; return (arrays, out, rows, n, isa_index, threads)."""
+def _prepare(arrays: tuple, names: tuple, out, isa, threads, work: int):
+    """Validate everything; return (arrays, out, rows, n, isa_index, threads).
+
+    ``work`` weighs the bytes of one input for the thread count (streams x cost per byte).
+    """
     arrays = tuple(_as_input(a, name) for a, name in zip(arrays, names, strict=True))
     first, first_name = arrays[0], names[0]
     for a, name in zip(arrays[1:], names[1:], strict=True):
@@ -178,7 +196,7 @@ def _prepare(arrays: tuple, names: tuple, out, isa, threads, nstreams: int):
     index = _isa_index(isa)
     n = first.shape[-1]
     rows = first.size // n if n else 0
-    nthreads = _threads(threads, nstreams * first.nbytes, rows)
+    nthreads = _threads(threads, work * first.nbytes, rows)
     if out is None:
         out = np.empty(first.shape, first.dtype)
     else:
@@ -192,6 +210,26 @@ def _call(fn, *args) -> None:
         raise RuntimeError(f"native kernel rejected its arguments (status {status})")
 
 
+# ---- the fast path -------------------------------------------------------------------------------
+# Each public function first recognises the common call -- ndarrays that need no copy, a known
+# isa, threads None or an int >= 1, out None or usable -- with a few attribute reads inline
+# (flags.carray = C-contiguous, aligned and writeable; function calls cost ~70 ns each here).
+# Anything else goes through _prepare, which copies what it must and raises the precise error.
+# Measured at 1x10 float64 on the development machine: ffi.from_buffer ~130 ns per array, the
+# cffi call ~200 ns, np.empty ~130 ns, the checks ~500 ns.
+
+
+def _usable_out(out, dt, shape, a, b=None) -> bool:
+    return (
+        type(out) is _ndarray
+        and out.dtype is dt
+        and out.shape == shape
+        and out.flags.carray
+        and not _may_share_memory(out, a)
+        and (b is None or not _may_share_memory(out, b))
+    )
+
+
 # ---- public functions --------------------------------------------------------------------------
 
 
@@ -201,7 +239,12 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     For each row, :math:`dx_i = y_i\,(dy_i - \sum_j y_j\,dy_j)`, which is :math:`J^\top dy` with
     :math:`J = \operatorname{diag}(y) - y y^\top`, in O(n) per row and without forming :math:`J`.
     NaN and inf propagate through a row as in the NumPy formula
-    :func:`softmax_grad.softmax_vjp`.
+    :func:`softmax_grad.softmax_vjp`. The result is bitwise the same for any ``threads``; the
+    dot product's summation order follows each row's alignment in memory (the kernel starts at a
+    vector boundary), so a copy of ``y`` at another address may differ in the last bits, within
+    the rounding-error bound :math:`\gamma_{n+2}\,|y_i| \sum_j |y_j\,dy_j|` (plus
+    :math:`\gamma_2\,|y_i|\,|dy_i - \langle y, dy\rangle|`), with :math:`\gamma_k = ku/(1-ku)`
+    and :math:`u` the unit roundoff of the dtype.
 
     Parameters
     ----------
@@ -215,7 +258,8 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     isa : {None, "scalar", "avx2", "avx512"}, optional
         Instruction-set path; ``None`` picks the best of :func:`isas`.
     threads : int >= 1, optional
-        Threads sharing the rows; ``None`` uses :func:`default_threads`.
+        At most this many threads share the rows (fewer for small calls, see
+        :func:`default_threads`); ``None`` allows as many as there are usable CPUs.
 
     Returns
     -------
@@ -230,44 +274,45 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
         If the shapes differ, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
     """
-    # Fast path: the common call (fresh result, defaults) with arrays that need no copy.
-    if out is None and isa is None and threads is None and type(y) is _ndarray:
-        dt = y.dtype
-        if type(dy) is _ndarray and dy.dtype is dt and (dt is _F32 or dt is _F64):
-            shape = y.shape
-            if shape == dy.shape and shape and y.flags.carray and dy.flags.carray:
-                n = shape[-1]
-                size = y.size
+    if type(y) is _ndarray and type(dy) is _ndarray:
+        dt, shape = y.dtype, y.shape
+        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
+        if (
+            (dt is _F32 or dt is _F64)
+            and dy.dtype is dt
+            and shape == dy.shape
+            and shape
+            and y.flags.carray
+            and dy.flags.carray
+            and index is not None
+            and (threads is None or (type(threads) is int and threads >= 1))
+            and (out is None or _usable_out(out, dt, shape, y, dy))
+        ):
+            if out is None:
                 out = np.empty(shape, dt)
-                if size:
-                    rows = size // n
-                    nbytes = 3 * size * dt.itemsize
-                    nthreads = 1 if nbytes < THREAD_THRESHOLD_BYTES else min(_CPUS, rows)
-                    ct = _ARRAY[dt]
-                    fn = _lib.sg_softmax_vjp_f32 if dt is _F32 else _lib.sg_softmax_vjp_f64
-                    fn(
-                        _from_buffer(ct, y),
-                        _from_buffer(ct, dy),
-                        _from_buffer(ct, out),
-                        rows,
-                        n,
-                        _BEST,
-                        nthreads,
-                    )
-                return out
-    (y, dy), out, rows, n, index, nthreads = _prepare((y, dy), ("y", "dy"), out, isa, threads, 3)
+            size = y.size
+            if size:
+                n, k = shape[-1], dt.itemsize
+                rows = size // n
+                limit = threads or _CPUS  # inline default_threads: threads is a maximum
+                threads = max(1, min(limit, rows, 1 + 3 * size * k // THREAD_THRESHOLD_BYTES))
+                ct = _ARRAY[k]
+                if _VJP[k](_from_buffer(ct, y), _from_buffer(ct, dy), _from_buffer(ct, out),
+                           rows, n, index, threads):  # fmt: skip
+                    raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
+            return out
+    (y, dy), out, rows, n, index, threads = _prepare((y, dy), ("y", "dy"), out, isa, threads, 3)
     if rows:
-        ct = _ARRAY[y.dtype]
-        fn = _lib.sg_softmax_vjp_f32 if y.dtype == _F32 else _lib.sg_softmax_vjp_f64
+        ct = _ARRAY[y.itemsize]
         _call(
-            fn,
+            _VJP[y.itemsize],
             _from_buffer(ct, y),
             _from_buffer(ct, dy),
             _from_buffer(ct, out),
             rows,
             n,
             index,
-            nthreads,
+            threads,
         )
     return out
 
@@ -291,7 +336,8 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     isa : {None, "scalar", "avx2", "avx512"}, optional
         Instruction-set path; ``None`` picks the best of :func:`isas`.
     threads : int >= 1, optional
-        Threads sharing the rows; ``None`` uses :func:`default_threads`.
+        At most this many threads share the rows (fewer for small calls, see
+        :func:`default_threads`); ``None`` allows as many as there are usable CPUs.
 
     Returns
     -------
@@ -306,26 +352,49 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
         If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
     """
-    if out is None and isa is None and threads is None and type(x) is _ndarray:
-        dt = x.dtype
-        if (dt is _F32 or dt is _F64) and x.ndim and x.flags.carray:
-            shape = x.shape
-            n = shape[-1]
+    if type(x) is _ndarray:
+        dt, shape = x.dtype, x.shape
+        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
+        if (
+            (dt is _F32 or dt is _F64)
+            and shape
+            and x.flags.carray
+            and index is not None
+            and (threads is None or (type(threads) is int and threads >= 1))
+            and (out is None or _usable_out(out, dt, shape, x))
+        ):
+            if out is None:
+                out = np.empty(shape, dt)
             size = x.size
-            out = np.empty(shape, dt)
             if size:
+                n, k = shape[-1], dt.itemsize
                 rows = size // n
-                nbytes = 2 * size * dt.itemsize
-                nthreads = 1 if nbytes < THREAD_THRESHOLD_BYTES else min(_CPUS, rows)
-                ct = _ARRAY[dt]
-                fn = _lib.sg_softmax_f32 if dt is _F32 else _lib.sg_softmax_f64
-                fn(_from_buffer(ct, x), _from_buffer(ct, out), rows, n, _BEST, nthreads)
+                limit = threads or _CPUS  # inline default_threads: threads is a maximum
+                threads = max(
+                    1,
+                    min(
+                        limit,
+                        rows,
+                        1 + 2 * _SOFTMAX_WORK_FACTOR * size * k // THREAD_THRESHOLD_BYTES,
+                    ),
+                )
+                ct = _ARRAY[k]
+                if _SOFTMAX[k](_from_buffer(ct, x), _from_buffer(ct, out), rows, n, index, threads):
+                    raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
             return out
-    (x,), out, rows, n, index, nthreads = _prepare((x,), ("x",), out, isa, threads, 2)
+    work = 2 * _SOFTMAX_WORK_FACTOR  # two streams, each byte costing 4x a VJP byte
+    (x,), out, rows, n, index, threads = _prepare((x,), ("x",), out, isa, threads, work)
     if rows:
-        ct = _ARRAY[x.dtype]
-        fn = _lib.sg_softmax_f32 if x.dtype == _F32 else _lib.sg_softmax_f64
-        _call(fn, _from_buffer(ct, x), _from_buffer(ct, out), rows, n, index, nthreads)
+        ct = _ARRAY[x.itemsize]
+        _call(
+            _SOFTMAX[x.itemsize],
+            _from_buffer(ct, x),
+            _from_buffer(ct, out),
+            rows,
+            n,
+            index,
+            threads,
+        )
     return out
 
 
@@ -359,12 +428,8 @@ def jacobian_product_quadratic(y, dy, isa=None) -> np.ndarray:
     """
     (y, dy), out, rows, n, index, _ = _prepare((y, dy), ("y", "dy"), None, isa, 1, 3)
     if rows:
-        ct = _ARRAY[y.dtype]
-        fn = (
-            _lib.sg_jacobian_product_quadratic_f32
-            if y.dtype == _F32
-            else _lib.sg_jacobian_product_quadratic_f64
-        )
+        ct = _ARRAY[y.itemsize]
+        fn = _QUADRATIC[y.itemsize]
         _call(
             fn, _from_buffer(ct, y), _from_buffer(ct, dy), _from_buffer(ct, out), rows, n, index, 1
         )
@@ -386,7 +451,8 @@ def stream_add(a, b, out=None, threads=None, isa=None) -> np.ndarray:
     out : ndarray, optional
         C-contiguous, writeable array of the same shape and dtype, not overlapping ``a`` or ``b``.
     threads : int >= 1, optional
-        ``None`` uses :func:`default_threads`.
+        At most this many threads (fewer for small calls, see :func:`default_threads`); ``None``
+        allows as many as there are usable CPUs.
     isa : {None, "scalar", "avx2", "avx512"}, optional
         ``None`` picks the best of :func:`isas`.
 
@@ -394,19 +460,39 @@ def stream_add(a, b, out=None, threads=None, isa=None) -> np.ndarray:
     -------
     c : ndarray, same shape and dtype as ``a``
     """
-    (a, b), out, rows, n, index, nthreads = _prepare((a, b), ("a", "b"), out, isa, threads, 3)
-    if threads is None:  # the floor may split anywhere, so only the size decides
-        nthreads = default_threads(3 * a.nbytes, a.size)
-    if a.size:
-        ct = _ARRAY[a.dtype]
-        fn = _lib.sg_stream_add_f32 if a.dtype == _F32 else _lib.sg_stream_add_f64
+    if type(a) is _ndarray and type(b) is _ndarray:
+        dt, shape = a.dtype, a.shape
+        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
+        if (
+            (dt is _F32 or dt is _F64)
+            and b.dtype is dt
+            and shape == b.shape
+            and shape
+            and a.flags.carray
+            and b.flags.carray
+            and index is not None
+            and (threads is None or (type(threads) is int and threads >= 1))
+            and (out is None or _usable_out(out, dt, shape, a, b))
+        ):
+            if out is None:
+                out = np.empty(shape, dt)
+            size = a.size
+            if size:
+                k = dt.itemsize
+                limit = threads or _CPUS  # no rows to keep whole: only the size decides
+                threads = max(1, min(limit, 1 + 3 * size * k // THREAD_THRESHOLD_BYTES))
+                ct = _ARRAY[k]
+                if _ADD[k](_from_buffer(ct, a), _from_buffer(ct, b), _from_buffer(ct, out),
+                           size, index, threads):  # fmt: skip
+                    raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
+            return out
+    (a, b), out, _, _, index, _ = _prepare((a, b), ("a", "b"), out, isa, threads, 3)
+    size = a.size
+    threads = default_threads(3 * size * a.itemsize, size, threads)
+    if size:
+        ct = _ARRAY[a.itemsize]
         _call(
-            fn,
-            _from_buffer(ct, a),
-            _from_buffer(ct, b),
-            _from_buffer(ct, out),
-            a.size,
-            index,
-            nthreads,
-        )
+            _ADD[a.itemsize], _from_buffer(ct, a), _from_buffer(ct, b), _from_buffer(ct, out), size,
+            index, threads,
+        )  # fmt: skip
     return out
