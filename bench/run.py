@@ -797,6 +797,11 @@ def import_torch(no_torch: bool, notes: list[str]):
     if no_torch:
         notes.append("PyTorch left out (--no-torch).")
         return None
+    # Idle OpenMP workers sleep instead of spinning: otherwise torch's threads keep the second
+    # core busy after each call and slow down whatever is timed next in this process (the native
+    # kernels and the floor), which would bias every comparison against them.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    notes.append(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} for PyTorch's OpenMP threads.")
     try:
         import torch
     except ImportError as e:
