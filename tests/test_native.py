@@ -444,6 +444,20 @@ def test_strided_and_fortran_inputs_are_copied(dtype):
         native.jacobian_product_quadratic(ys, dys), native.jacobian_product_quadratic(y, dy)
     )
     # byte-misaligned (offset by 1 byte into a buffer): copied to an aligned array first
+    # Partial overlap, one element either way, in both dtypes: still refused, for every function.
+    for dt in (np.float32, np.float64):
+        buf = np.zeros(y.size + 1, dt)
+        lo, hi = buf[:-1].reshape(y.shape), buf[1:].reshape(y.shape)
+        other = np.ones(y.shape, dt)
+        for o, i in ((lo, hi), (hi, lo)):
+            with pytest.raises(ValueError, match=r"out must not overlap the input y"):
+                native.softmax_vjp(i, other, out=o)
+            with pytest.raises(ValueError, match=r"out must not overlap the input dy"):
+                native.softmax_vjp(other, i, out=o)
+            with pytest.raises(ValueError, match=r"out must not overlap the input x"):
+                native.softmax(i, out=o)
+            with pytest.raises(ValueError, match=r"out must not overlap the input b"):
+                native.stream_add(other, i, out=o)
     raw = np.zeros(y.nbytes + 1, np.uint8)
     ym = np.frombuffer(raw.data, dtype=dtype, count=y.size, offset=1).reshape(y.shape)
     assert not ym.flags.aligned
@@ -587,6 +601,26 @@ def test_shape_problems_raise_value_error():
         ValueError, match=r"out must have shape \(2, 5\) like the inputs, got shape \(5, 2\)"
     ):
         native.softmax_vjp(y, dy, out=np.empty((5, 2)))
+
+
+def test_out_adjacent_to_inputs_in_one_buffer_is_accepted():
+    # y, dy and out back to back in one allocation: they touch but do not overlap, so the
+    # overlap check must let them through, and the result is the NumPy formula's.
+    for dt in (np.float32, np.float64):
+        rng = np.random.default_rng(7)
+        x, dy = rng.standard_normal((2, 2, 6)).astype(dt)
+        y = sg.softmax(x.astype(np.float64)).astype(dt)
+        buf = np.empty(3 * y.size, dt)
+        by, bdy, bout = (buf[k * y.size : (k + 1) * y.size].reshape(y.shape) for k in range(3))
+        by[...], bdy[...] = y, dy
+        tol = 1e-5 if dt == np.float32 else 1e-13
+        assert native.softmax_vjp(by, bdy, out=bout) is bout
+        want = sg.softmax_vjp(y.astype(np.float64), dy.astype(np.float64))
+        np.testing.assert_allclose(bout, want, rtol=tol, atol=tol)
+        assert native.softmax(by, out=bout) is bout
+        np.testing.assert_allclose(bout, sg.softmax(y.astype(np.float64)), rtol=tol)
+        assert native.stream_add(bdy, by, out=bout) is bout
+        np.testing.assert_array_equal(bout, y + dy)
 
 
 def test_bad_out_raises_value_error():
