@@ -225,10 +225,12 @@ def _call(fn, *args) -> None:
 # per array, np.empty ~100 ns, the cffi call ~200 ns.
 
 _empty = np.empty
-# Per dtype, unpacked in one step: (cffi array type, kernel, itemsize).
-_VJP_F32, _VJP_F64 = (_ARRAY[4], _VJP[4], 4), (_ARRAY[8], _VJP[8], 8)
-_SOFTMAX_F32, _SOFTMAX_F64 = (_ARRAY[4], _SOFTMAX[4], 4), (_ARRAY[8], _SOFTMAX[8], 8)
-_ADD_F32, _ADD_F64 = (_ARRAY[4], _ADD[4], 4), (_ARRAY[8], _ADD[8], 8)
+# Per dtype, unpacked in one step: (cffi pointer type, kernel, itemsize). from_buffer to a pointer
+# type (not "float[]") gives pointers that cffi can subtract directly for the overlap check.
+_PTR = {4: _ffi.typeof("float *"), 8: _ffi.typeof("double *")}
+_VJP_F32, _VJP_F64 = (_PTR[4], _VJP[4], 4), (_PTR[8], _VJP[8], 8)
+_SOFTMAX_F32, _SOFTMAX_F64 = (_PTR[4], _SOFTMAX[4], 4), (_PTR[8], _SOFTMAX[8], 8)
+_ADD_F32, _ADD_F64 = (_PTR[4], _ADD[4], 4), (_PTR[8], _ADD[8], 8)
 
 
 # ---- public functions --------------------------------------------------------------------------
@@ -304,17 +306,15 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
                 po = _from_buffer(ct, out)
                 py = _from_buffer(ct, y)
                 pdy = _from_buffer(ct, dy)
-                d = po + 0  # a pointer: cffi subtracts pointers, not arrays
-                d, e = d - py, d - pdy  # distances in elements (see the fast-path note)
+                d, e = po - py, po - pdy  # distances in elements (see the fast-path note)
                 if -size < d < size or -size < e < size:
                     py = None  # overlap: the slow path raises the precise error
             if py is not None:
                 n = shape[-1]
                 rows = size // n
-                if rows > 1:  # inline default_threads: threads is a maximum
-                    threads = min(
-                        threads or _CPUS, rows, 1 + 3 * k * size // THREAD_THRESHOLD_BYTES
-                    )
+                work = 3 * k * size
+                if rows > 1 and work >= THREAD_THRESHOLD_BYTES:  # inline default_threads
+                    threads = min(threads or _CPUS, rows, 1 + work // THREAD_THRESHOLD_BYTES)
                 else:
                     threads = 1
                 if fn(py, pdy, po, rows, n, index, threads):
@@ -395,18 +395,15 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
             else:
                 po = _from_buffer(ct, out)
                 px = _from_buffer(ct, x)
-                d = (po + 0) - px  # distance in elements (see the fast-path note)
+                d = po - px  # distance in elements (see the fast-path note)
                 if -size < d < size:
                     px = None  # overlap: the slow path raises the precise error
             if px is not None:
                 n = shape[-1]
                 rows = size // n
-                if rows > 1:  # inline default_threads, with the forward pass's work factor
-                    threads = min(
-                        threads or _CPUS,
-                        rows,
-                        1 + 2 * _SOFTMAX_WORK_FACTOR * k * size // THREAD_THRESHOLD_BYTES,
-                    )
+                work = 2 * _SOFTMAX_WORK_FACTOR * k * size  # the forward pass's work factor
+                if rows > 1 and work >= THREAD_THRESHOLD_BYTES:  # inline default_threads
+                    threads = min(threads or _CPUS, rows, 1 + work // THREAD_THRESHOLD_BYTES)
                 else:
                     threads = 1
                 if fn(px, po, rows, n, index, threads):
@@ -519,13 +516,15 @@ def stream_add(a, b, out=None, threads=None, isa=None) -> np.ndarray:
                 po = _from_buffer(ct, out)
                 pa = _from_buffer(ct, a)
                 pb = _from_buffer(ct, b)
-                d = po + 0  # a pointer: cffi subtracts pointers, not arrays
-                d, e = d - pa, d - pb  # distances in elements (see the fast-path note)
+                d, e = po - pa, po - pb  # distances in elements (see the fast-path note)
                 if -size < d < size or -size < e < size:
                     pa = None  # overlap: the slow path raises the precise error
             if pa is not None:
-                # No rows to keep whole: only the size limits the threads.
-                threads = min(threads or _CPUS, 1 + 3 * k * size // THREAD_THRESHOLD_BYTES)
+                work = 3 * k * size  # no rows to keep whole: only the size limits the threads
+                if work >= THREAD_THRESHOLD_BYTES:
+                    threads = min(threads or _CPUS, 1 + work // THREAD_THRESHOLD_BYTES)
+                else:
+                    threads = 1
                 if fn(pa, pb, po, size, index, threads):
                     raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
                 return out
