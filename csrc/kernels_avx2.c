@@ -143,6 +143,7 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define M __m256i
 #define W 8
 #define VLOADU(p) _mm256_loadu_ps(p)
+#define VLOADV VLOADU
 #define VSTOREU(p, v) _mm256_storeu_ps(p, v)
 #define VSET1(x) _mm256_set1_ps(x)
 #define VZERO _mm256_setzero_ps()
@@ -171,6 +172,7 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define M __m256i
 #define W 4
 #define VLOADU(p) _mm256_loadu_pd(p)
+#define VLOADV VLOADU
 #define VSTOREU(p, v) _mm256_storeu_pd(p, v)
 #define VSET1(x) _mm256_set1_pd(x)
 #define VZERO _mm256_setzero_pd()

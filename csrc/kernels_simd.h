@@ -9,6 +9,8 @@
  *   FN(name)               the name of this (ISA, dtype) instance of a kernel
  *   T V M W                element type, vector type, tail-mask type, lanes per vector
  *   VLOADU VSTOREU VSET1 VZERO VADD VSUB VMUL VFMADD(a, b, c) = a * b + c, VMAX
+ *   VLOADV(p)              the VJP's unaligned load: the same lanes as VLOADU, possibly by
+ *                          narrower loads (see kernels_avx512.c)
  *   MTAIL(r)               mask of the first r lanes (0 <= r < W)
  *   VMLOADZ(p, m)          masked load, 0 in the other lanes (never touches them in memory)
  *   VMLOAD_OR(p, m, fill)  masked load, `fill` in the other lanes
@@ -42,18 +44,23 @@
  * accumulated by exactly the same operations whether it is computed in row_dot (first row of a
  * block) or in row_scale_next_dot, so the result does not depend on where a thread block starts. */
 
+/* narrow (a constant after inlining): 1 loads with VLOADV, 0 with VLOADU. The same lanes either
+ * way, so the choice changes the speed only: vjp (rows in cache) loads narrow, vjp_stream
+ * (rows from memory, where full-width loads were faster on Zen 4) does not. */
+#define SG_LOAD(p) (narrow ? VLOADV(p) : VLOADU(p))
+
 /* Four accumulators hide the FMA latency; masked tail lanes load 0, and 0 * 0 adds nothing. */
 #define SG_DOT_4(s0, s1, s2, s3, a, b, i)                                                          \
     do {                                                                                           \
-        s0 = VFMADD(VLOADU(a + i), VLOADU(b + i), s0);                                             \
-        s1 = VFMADD(VLOADU(a + i + W), VLOADU(b + i + W), s1);                                     \
-        s2 = VFMADD(VLOADU(a + i + 2 * W), VLOADU(b + i + 2 * W), s2);                             \
-        s3 = VFMADD(VLOADU(a + i + 3 * W), VLOADU(b + i + 3 * W), s3);                             \
+        s0 = VFMADD(SG_LOAD(a + i), SG_LOAD(b + i), s0);                                             \
+        s1 = VFMADD(SG_LOAD(a + i + W), SG_LOAD(b + i + W), s1);                                     \
+        s2 = VFMADD(SG_LOAD(a + i + 2 * W), SG_LOAD(b + i + 2 * W), s2);                             \
+        s3 = VFMADD(SG_LOAD(a + i + 3 * W), SG_LOAD(b + i + 3 * W), s3);                             \
     } while (0)
 
 /* out = y * (dy - d): subtract, then multiply (never fused), the NumPy formula's two operations,
  * so inf and NaN propagate the same way. */
-#define SG_SCALE_1(o, a, b, d, i) VSTOREU(o + i, VMUL(VLOADU(a + i), VSUB(VLOADU(b + i), d)))
+#define SG_SCALE_1(o, a, b, d, i) VSTOREU(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
 #define SG_SCALE_4(o, a, b, d, i)                                                                  \
     do {                                                                                           \
         SG_SCALE_1(o, a, b, d, i);                                                                 \
@@ -72,7 +79,8 @@
 /* <y, dy>: a masked head up to y's alignment, four accumulators, single vectors, a masked tail.
  * The partial sums therefore depend on n and on y's address modulo the vector size, never on the
  * thread split: a row gives the same bits whichever thread computes it. */
-SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n)
+SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n,
+                                      int narrow)
 {
     V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
     size_t i = SG_HEAD(y, n);
@@ -83,7 +91,7 @@ SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRI
     for (; i + 4 * W <= n; i += 4 * W)
         SG_DOT_4(s0, s1, s2, s3, y, dy, i);
     for (; i + W <= n; i += W)
-        s0 = VFMADD(VLOADU(y + i), VLOADU(dy + i), s0);
+        s0 = VFMADD(SG_LOAD(y + i), SG_LOAD(dy + i), s0);
     if (i < n) {
         const M tail = MTAIL(n - i);
         s2 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s2);
@@ -94,7 +102,8 @@ SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRI
 /* out[i0:n] = y * (dy - d), from an index i0 where out is vector-aligned or from which the rest
  * is short. */
 SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                            T *SG_RESTRICT out, size_t i, size_t n, V d)
+                                            T *SG_RESTRICT out, size_t i, size_t n, V d,
+                                            int narrow)
 {
     for (; i + 4 * W <= n; i += 4 * W)
         SG_SCALE_4(out, y, dy, d, i);
@@ -109,7 +118,7 @@ SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_
 /* out = y * (dy - dot) for one row, elementwise, so its order is free: a masked head brings out
  * to a vector boundary first. */
 SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                           T *SG_RESTRICT out, size_t n, T dot)
+                                           T *SG_RESTRICT out, size_t n, T dot, int narrow)
 {
     const V d = VSET1(dot);
     const size_t h = SG_HEAD(out, n);
@@ -117,14 +126,15 @@ SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_R
         const M head = MTAIL(h);
         VMSTORE(out, head, VMUL(VMLOADZ(y, head), VSUB(VMLOADZ(dy, head), d)));
     }
-    FN(scale_from)(y, dy, out, h, n, d);
+    FN(scale_from)(y, dy, out, h, n, d, narrow);
 }
 
 /* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter, computed by
  * exactly row_dot's operations (same head, same chunks into the same accumulators). */
 SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
                                                  T *SG_RESTRICT out, const T *SG_RESTRICT yn,
-                                                 const T *SG_RESTRICT dyn, size_t n, T dot)
+                                                 const T *SG_RESTRICT dyn, size_t n, T dot,
+                                                 int narrow)
 {
     const V d = VSET1(dot);
     V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
@@ -145,12 +155,12 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
         SG_SCALE_4(out, y, dy, d, i);
     }
     for (; j + W <= n; j += W)
-        s0 = VFMADD(VLOADU(yn + j), VLOADU(dyn + j), s0);
+        s0 = VFMADD(SG_LOAD(yn + j), SG_LOAD(dyn + j), s0);
     if (j < n) {
         const M tail = MTAIL(n - j);
         s2 = VFMADD(VMLOADZ(yn + j, tail), VMLOADZ(dyn + j, tail), s2);
     }
-    FN(scale_from)(y, dy, out, i, n, d);
+    FN(scale_from)(y, dy, out, i, n, d, narrow);
     return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
 }
 
@@ -161,7 +171,7 @@ SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows
     const T *SG_RESTRICT dy = b;
     T *SG_RESTRICT out = o;
     for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
-        FN(row_scale)(y, dy, out, n, FN(row_dot)(y, dy, n));
+        FN(row_scale)(y, dy, out, n, FN(row_dot)(y, dy, n, 1), 1);
 }
 
 /* Rows streamed from memory: the two passes pipelined across rows (see the top of this section). */
@@ -172,13 +182,14 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
     T *SG_RESTRICT out = o;
     if (rows == 0)
         return;
-    T dot = FN(row_dot)(y, dy, n);
+    T dot = FN(row_dot)(y, dy, n, 0);
     for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
-        dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot);
-    FN(row_scale)(y, dy, out, n, dot);
+        dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot, 0);
+    FN(row_scale)(y, dy, out, n, dot, 0);
 }
 
 #undef SG_HEAD
+#undef SG_LOAD
 #undef SG_DOT_4
 #undef SG_SCALE_1
 #undef SG_SCALE_4
@@ -313,6 +324,7 @@ SG_TARGET static void FN(add)(const void *a_, const void *b_, void *o, size_t ro
 #undef M
 #undef W
 #undef VLOADU
+#undef VLOADV
 #undef VSTOREU
 #undef VSET1
 #undef VZERO
