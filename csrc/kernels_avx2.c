@@ -13,6 +13,7 @@
 
 #define SG_TARGET __attribute__((target("avx2,fma")))
 #define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#define VSFENCE() _mm_sfence()
 
 /* ---- horizontal reductions in a fixed order ---------------------------------------------------- */
 
@@ -145,6 +146,7 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define VLOADU(p) _mm256_loadu_ps(p)
 #define VLOADV VLOADU
 #define VSTOREU(p, v) _mm256_storeu_ps(p, v)
+#define VSTREAM(p, v) _mm256_stream_ps(p, v)
 #define VSET1(x) _mm256_set1_ps(x)
 #define VZERO _mm256_setzero_ps()
 #define VADD _mm256_add_ps
@@ -174,6 +176,7 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define VLOADU(p) _mm256_loadu_pd(p)
 #define VLOADV VLOADU
 #define VSTOREU(p, v) _mm256_storeu_pd(p, v)
+#define VSTREAM(p, v) _mm256_stream_pd(p, v)
 #define VSET1(x) _mm256_set1_pd(x)
 #define VZERO _mm256_setzero_pd()
 #define VADD _mm256_add_pd

@@ -14,6 +14,7 @@
 
 #define SG_TARGET __attribute__((target("avx512f,avx2,fma")))
 #define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+#define VSFENCE() _mm_sfence()
 
 /* ---- exp(x + nm) for 16 floats ------------------------------------------------------------------
  * s = x + nm is rounded; TwoSum gives its exact error err (|err| <= ulp(s)/2), folded into the
@@ -117,6 +118,7 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define VLOADU(p) _mm512_loadu_ps(p)
 #define VLOADV(p) _mm512_castpd_ps(sg_loadv_f64x8((const double *)(p)))
 #define VSTOREU(p, v) _mm512_storeu_ps(p, v)
+#define VSTREAM(p, v) _mm512_stream_ps(p, v)
 #define VSET1(x) _mm512_set1_ps(x)
 #define VZERO _mm512_setzero_ps()
 #define VADD _mm512_add_ps
@@ -146,6 +148,7 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define VLOADU(p) _mm512_loadu_pd(p)
 #define VLOADV(p) sg_loadv_f64x8(p)
 #define VSTOREU(p, v) _mm512_storeu_pd(p, v)
+#define VSTREAM(p, v) _mm512_stream_pd(p, v)
 #define VSET1(x) _mm512_set1_pd(x)
 #define VZERO _mm512_setzero_pd()
 #define VADD _mm512_add_pd

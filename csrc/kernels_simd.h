@@ -20,6 +20,8 @@
  *   ACC_T ACC_ZERO ACC_ADD(acc, v) ACC_HSUM(acc)   the forward pass's sum accumulator (double
  *                          precision for float rows), ACC_HSUM returns a double
  *   VPREFETCH(p)           prefetch the cache line holding p into L2
+ *   VSTREAM(p, v)          non-temporal store to a vector-aligned p (no read-for-ownership)
+ *   VSFENCE()              order the non-temporal stores before anything that follows
  *
  * The order of operations in a row depends only on n and on the row's address (the VJP peels a
  * masked head to reach vector alignment: on Zen 4 a load straddling two cache lines costs double,
@@ -67,6 +69,17 @@
         SG_SCALE_1(o, a, b, d, i + W);                                                             \
         SG_SCALE_1(o, a, b, d, i + 2 * W);                                                         \
         SG_SCALE_1(o, a, b, d, i + 3 * W);                                                         \
+    } while (0)
+/* The same with non-temporal stores, for a vector-aligned o + i: the streaming VJP's output goes
+ * to memory without first reading the line it overwrites (the read-for-ownership that c = a + b
+ * pays), so memory moves 3 streams' worth instead of 4. Same values, so the same bits. */
+#define SG_SCALE_NT_1(o, a, b, d, i) VSTREAM(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
+#define SG_SCALE_NT_4(o, a, b, d, i)                                                               \
+    do {                                                                                           \
+        SG_SCALE_NT_1(o, a, b, d, i);                                                              \
+        SG_SCALE_NT_1(o, a, b, d, i + W);                                                          \
+        SG_SCALE_NT_1(o, a, b, d, i + 2 * W);                                                      \
+        SG_SCALE_NT_1(o, a, b, d, i + 3 * W);                                                      \
     } while (0)
 
 /* Elements before the first vector-aligned address of p (at most n): handled by one masked
@@ -130,7 +143,9 @@ SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_R
 }
 
 /* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter, computed by
- * exactly row_dot's operations (same head, same chunks into the same accumulators). */
+ * exactly row_dot's operations (same head, same chunks into the same accumulators). The output
+ * is elementwise, so its order is free: a masked head brings out to a vector boundary, then the
+ * fused loop writes it with non-temporal stores (see SG_SCALE_NT_4). */
 SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
                                                  T *SG_RESTRICT out, const T *SG_RESTRICT yn,
                                                  const T *SG_RESTRICT dyn, size_t n, T dot,
@@ -138,13 +153,17 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
 {
     const V d = VSET1(dot);
     V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
-    size_t j = SG_HEAD(yn, n); /* the next row's dot product */
-    size_t i = 0;              /* this row's output */
+    size_t j = SG_HEAD(yn, n);  /* the next row's dot product */
+    size_t i = SG_HEAD(out, n); /* this row's output */
     if (j) {
         const M head = MTAIL(j);
         s1 = VFMADD(VMLOADZ(yn, head), VMLOADZ(dyn, head), s1);
     }
-    for (; j + 4 * W <= n; j += 4 * W, i += 4 * W) {
+    if (i) {
+        const M head = MTAIL(i);
+        VMSTORE(out, head, VMUL(VMLOADZ(y, head), VSUB(VMLOADZ(dy, head), d)));
+    }
+    for (; j + 4 * W <= n && i + 4 * W <= n; j += 4 * W, i += 4 * W) {
         /* Ahead of the hardware prefetcher: the next rows' lines into L2, SG_PREFETCH_BYTES on.
          * Prefetches never fault, so running past the end of the block is harmless. */
         for (int k = 0; k < 4 * W; k += 64 / (int)sizeof(T)) {
@@ -152,14 +171,18 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
             VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(T));
         }
         SG_DOT_4(s0, s1, s2, s3, yn, dyn, j);
-        SG_SCALE_4(out, y, dy, d, i);
+        SG_SCALE_NT_4(out, y, dy, d, i);
     }
+    for (; j + 4 * W <= n; j += 4 * W)
+        SG_DOT_4(s0, s1, s2, s3, yn, dyn, j);
     for (; j + W <= n; j += W)
         s0 = VFMADD(SG_LOAD(yn + j), SG_LOAD(dyn + j), s0);
     if (j < n) {
         const M tail = MTAIL(n - j);
         s2 = VFMADD(VMLOADZ(yn + j, tail), VMLOADZ(dyn + j, tail), s2);
     }
+    for (; i + 4 * W <= n; i += 4 * W)
+        SG_SCALE_NT_4(out, y, dy, d, i);
     FN(scale_from)(y, dy, out, i, n, d, narrow);
     return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
 }
@@ -186,6 +209,7 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
     for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
         dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot, 0);
     FN(row_scale)(y, dy, out, n, dot, 0);
+    VSFENCE(); /* the non-temporal stores are visible before the caller (or a join) goes on */
 }
 
 #undef SG_HEAD
@@ -193,6 +217,8 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
 #undef SG_DOT_4
 #undef SG_SCALE_1
 #undef SG_SCALE_4
+#undef SG_SCALE_NT_1
+#undef SG_SCALE_NT_4
 
 /* ---- forward softmax: three passes over a row that stays in cache ----------------------------- */
 
@@ -326,6 +352,7 @@ SG_TARGET static void FN(add)(const void *a_, const void *b_, void *o, size_t ro
 #undef VLOADU
 #undef VLOADV
 #undef VSTOREU
+#undef VSTREAM
 #undef VSET1
 #undef VZERO
 #undef VADD

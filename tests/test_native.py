@@ -758,3 +758,33 @@ def test_missing_extension_says_how_to_build():
     assert "[0.5 0.5]" in proc.stdout
     assert "ImportError" in proc.stderr
     assert "make install" in proc.stderr and "pip install -e ." in proc.stderr
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_streaming_variant_any_alignment(isa, dtype):
+    # The streaming kernel writes out with non-temporal (aligned) stores after a masked head: out,
+    # y and dy at different element offsets, rows short and long, must give the cache variant's
+    # bits (row blocks below the threshold) and write nothing outside out.
+    itemsize = np.dtype(dtype).itemsize
+    rng = np.random.default_rng(11)
+    for n, out_off, in_off in [(37, 1, 0), (1000, 3, 5), (4099, 0, 2)]:
+        rows = (32 << 20) // (3 * itemsize * n) + 2
+        size = rows * n
+        base = rng.random(size + 8).astype(dtype)
+        y = base[in_off : in_off + size].reshape(rows, n)
+        dy = rng.random((rows, n)).astype(dtype)
+        block = max(1, (1 << 20) // (itemsize * n))
+        parts = np.concatenate(
+            [
+                native.softmax_vjp(y[k : k + block], dy[k : k + block], isa=isa)
+                for k in range(0, rows, block)
+            ]
+        )
+        for threads in (1, 2):
+            buf, out = _guarded_out(size + out_off, dtype)
+            out = out[out_off:].reshape(rows, n)
+            native.softmax_vjp(y, dy, out=out, isa=isa, threads=threads)
+            assert _guards_intact(buf), f"n={n} threads={threads}"
+            assert np.all(buf[GUARD : GUARD + out_off] == -12345.5)
+            np.testing.assert_array_equal(out, parts, f"n={n} threads={threads}")
