@@ -62,24 +62,20 @@
 
 /* out = y * (dy - d): subtract, then multiply (never fused), the NumPy formula's two operations,
  * so inf and NaN propagate the same way. */
-#define SG_SCALE_1(o, a, b, d, i) VSTOREU(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
-#define SG_SCALE_4(o, a, b, d, i)                                                                  \
-    do {                                                                                           \
-        SG_SCALE_1(o, a, b, d, i);                                                                 \
-        SG_SCALE_1(o, a, b, d, i + W);                                                             \
-        SG_SCALE_1(o, a, b, d, i + 2 * W);                                                         \
-        SG_SCALE_1(o, a, b, d, i + 3 * W);                                                         \
-    } while (0)
+#define SG_SCALE_1(o, a, b, d, i) SG_SCALE_ST(VSTOREU, o, a, b, d, i)
+#define SG_SCALE_4(o, a, b, d, i) SG_SCALE_ST4(VSTOREU, o, a, b, d, i)
 /* The same with non-temporal stores, for a vector-aligned o + i: the streaming VJP's output goes
  * to memory without first reading the line it overwrites (the read-for-ownership that c = a + b
  * pays), so memory moves 3 streams' worth instead of 4. Same values, so the same bits. */
-#define SG_SCALE_NT_1(o, a, b, d, i) VSTREAM(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
-#define SG_SCALE_NT_4(o, a, b, d, i)                                                               \
+#define SG_SCALE_NT_4(o, a, b, d, i) SG_SCALE_ST4(VSTREAM, o, a, b, d, i)
+/* One vector, and four in a row, written by the store ST (VSTOREU or VSTREAM). */
+#define SG_SCALE_ST(ST, o, a, b, d, i) ST(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
+#define SG_SCALE_ST4(ST, o, a, b, d, i)                                                            \
     do {                                                                                           \
-        SG_SCALE_NT_1(o, a, b, d, i);                                                              \
-        SG_SCALE_NT_1(o, a, b, d, i + W);                                                          \
-        SG_SCALE_NT_1(o, a, b, d, i + 2 * W);                                                      \
-        SG_SCALE_NT_1(o, a, b, d, i + 3 * W);                                                      \
+        SG_SCALE_ST(ST, o, a, b, d, i);                                                            \
+        SG_SCALE_ST(ST, o, a, b, d, i + W);                                                        \
+        SG_SCALE_ST(ST, o, a, b, d, i + 2 * W);                                                    \
+        SG_SCALE_ST(ST, o, a, b, d, i + 3 * W);                                                    \
     } while (0)
 
 /* Elements before the first vector-aligned address of p (at most n): handled by one masked
@@ -217,8 +213,9 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
 #undef SG_DOT_4
 #undef SG_SCALE_1
 #undef SG_SCALE_4
-#undef SG_SCALE_NT_1
 #undef SG_SCALE_NT_4
+#undef SG_SCALE_ST
+#undef SG_SCALE_ST4
 
 /* ---- forward softmax: three passes over a row that stays in cache ----------------------------- */
 
