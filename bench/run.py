@@ -224,6 +224,10 @@ def plan_series(shape, isas, threads, have_torch: bool) -> list[Series]:
             plan.append(Series(op, "native", None, None, "alloc"))
             if have_torch:
                 plan.append(Series(op, "torch", None, 1, "alloc"))
+    if shape[0] == 1:
+        # What any cffi binding pays per call before validating anything (see _cffi_minimum).
+        plan.append(Series("vjp", "cffi-minimum", None, 1, "alloc"))
+        plan.append(Series("vjp", "cffi-minimum", None, 1, "out"))
     for t in threads:
         plan.append(Series("floor", "floor", None, t, "out"))
     # NumPy's own c = a + b (one thread): a cross-check that the native floor is a real floor.
@@ -256,6 +260,37 @@ def make_inputs(shape, dtype, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": x, "y": y, "dy": dy}
 
 
+def _cffi_minimum(native, variant: str):
+    """``softmax_vjp`` reduced to what any cffi binding must do per call, and nothing else.
+
+    No validation at all: (for ``"alloc"``) allocate the result, turn the three arrays into
+    pointers with ``ffi.from_buffer``, call the best kernel on one thread. Its time is a lower
+    bound for a cffi-wrapped ``native.softmax_vjp`` on small inputs, which validation can only
+    add to. It reads ``softmax_grad.native``'s private ``_ffi``, ``_lib`` and ``_BEST``.
+    """
+    ffi, lib, isa = native._ffi, native._lib, native._BEST
+    fb, empty = ffi.from_buffer, np.empty
+    kernel = {
+        4: (ffi.typeof("float *"), lib.sg_softmax_vjp_f32),
+        8: (ffi.typeof("double *"), lib.sg_softmax_vjp_f64),
+    }
+
+    def vjp_alloc(y, dy):
+        ct, fn = kernel[y.itemsize]
+        out = empty(y.shape, y.dtype)
+        n = y.shape[-1]
+        fn(fb(ct, y), fb(ct, dy), fb(ct, out), y.size // n, n, isa, 1)
+        return out
+
+    def vjp_out(y, dy, out):
+        ct, fn = kernel[y.itemsize]
+        n = y.shape[-1]
+        fn(fb(ct, y), fb(ct, dy), fb(ct, out), y.size // n, n, isa, 1)
+        return out
+
+    return vjp_alloc if variant == "alloc" else vjp_out
+
+
 def bind(series: list[Series], arrays, native, torch) -> dict[str, np.ndarray]:
     """Give every series its statement and namespace; returns the output buffer per op."""
     import softmax_grad as sg
@@ -284,6 +319,9 @@ def bind(series: list[Series], arrays, native, torch) -> dict[str, np.ndarray]:
                 f"f({args})" if s.variant == "alloc" else f"f({args}, out=out, isa=isa, threads=t)"
             )
             ns.update(f=fn, x=x, y=y, dy=dy)
+        elif s.impl == "cffi-minimum":
+            ns.update(f=_cffi_minimum(native, s.variant), y=y, dy=dy)
+            stmt = "f(y, dy)" if s.variant == "alloc" else "f(y, dy, out)"
         elif s.impl == "torch":
             ns.update(x=tx, y=ty, dy=tdy, out=touts[s.op], dt=ty.dtype)
             if s.op == "vjp":
@@ -500,6 +538,19 @@ def _ratio(a, b):
     return None if a is None or b is None else a / b
 
 
+def floor_case(ix: Index, shape, dtype, threads):
+    """The fastest ``c = a + b`` measured with at most ``threads`` threads: the floor.
+
+    ``native.stream_add`` at 1..``threads`` threads and NumPy's ``np.add`` (1 thread) all move
+    the VJP's bytes; whichever is fastest is the best that is known to be possible, so the VJP
+    is held to that one (a weak floor would flatter it).
+    """
+    found = [ix.case("floor", "floor", shape, dtype, t) for t in range(1, (threads or 1) + 1)]
+    found.append(ix.case("floor", "numpy", shape, dtype, 1))
+    found = [c for c in found if c is not None]
+    return min(found, key=lambda c: c["median_ns"]) if found else None
+
+
 def evaluate_targets(cases, isas, shapes, dtypes, threads, have_torch: bool) -> list[dict]:
     """The issue's performance targets, each PASS/FAIL/N/A with the numbers behind it.
 
@@ -555,10 +606,10 @@ def evaluate_targets(cases, isas, shapes, dtypes, threads, have_torch: bool) -> 
     grid = [(s, d, t) for s in shapes for d in dtypes for t in threads]
     target(
         "vjp_vs_floor",
-        f"native VJP ({nat}) >= 0.9x the 3-stream floor at every shape >= 64x1000, "
-        "both dtypes, 1 and 2 threads",
+        f"native VJP ({nat}) >= 0.9x the 3-stream floor (the fastest c = a + b measured with "
+        "at most as many threads) at every shape >= 64x1000, both dtypes, 1 and 2 threads",
         [
-            check(s, d, t, ix.case("floor", "floor", s, d, t), vjp(s, d, t), 0.9)
+            check(s, d, t, floor_case(ix, s, d, t), vjp(s, d, t), 0.9)
             for s, d, t in grid
             if s in big
         ],
@@ -668,7 +719,7 @@ def format_table(result) -> str:
         lines.append(
             f"{op}: median us per call (numpy: 1 thread, allocating; others write into "
             f"out; floor = native.stream_add, np.add = NumPy's c = a + b, 1 thread); "
-            f"ratios for native = {nat}"
+            f"ratios for native = {nat}; xfloor against the faster of floor and np.add"
         )
         lines.append(head)
         lines.append("-" * len(head))
@@ -682,7 +733,7 @@ def format_table(result) -> str:
                     row.append(ix.get("floor", "floor", s, d, t))
                     row.append(ix.get("floor", "numpy", s, d, 1))
                     c = ix.case(op, "native", s, d, t, nat)
-                    fc = ix.case("floor", "floor", s, d, t)
+                    fc = floor_case(ix, s, d, t)
                     gbps = c["gbps"] if c else None
                     xfloor = _ratio(gbps, fc["gbps"] if fc else None)
                     line = (
@@ -696,7 +747,9 @@ def format_table(result) -> str:
                     line += f" {_x(_ratio(row[0], med)):>6s}"
                     lines.append(line)
         lines.append("")
-    alloc = [c for c in cases if c["variant"] == "alloc" and c["impl"] != "numpy"]
+    alloc = [
+        c for c in cases if c["variant"] == "alloc" and c["impl"] not in ("numpy", "cffi-minimum")
+    ]
     if alloc:
         lines.append("1x10 allocating calls (whole call: validation, dispatch, new result array):")
         for c in alloc:
@@ -710,6 +763,26 @@ def format_table(result) -> str:
             lines.append(
                 f"  {name:48s} {c['dtype']:7s} median {c['median_ns']:8.0f} ns, "
                 f"min {c['min_ns']:8.0f} ns"
+            )
+        lines.append("")
+    bare = [c for c in cases if c["impl"] == "cffi-minimum"]
+    if bare:
+        lines.append(
+            "cffi minimum (from_buffer x3 + the kernel call, no validation; 'alloc' also "
+            "allocates the result) next to the native and torch VJP at the same shape:"
+        )
+        for c in bare:
+            s, d, v = c["shape"], c["dtype"], c["variant"]
+            if v == "alloc":
+                nat_ns = ix.get("vjp", "native", s, d, None, None, "alloc")
+                torch_ns = ix.get("vjp", "torch", s, d, 1, None, "alloc")
+            else:
+                nat_ns = ix.get("vjp", "native", s, d, 1, nat)
+                torch_ns = ix.get("vjp", "torch", s, d, 1)
+            lines.append(
+                f"  {s[0]}x{s[1]} {d:7s} {v:5s}: cffi minimum {c['median_ns']:6.0f} ns, "
+                f"native {'-' if nat_ns is None else f'{nat_ns:.0f}'} ns, "
+                f"torch {'-' if torch_ns is None else f'{torch_ns:.0f}'} ns"
             )
         lines.append("")
     bad = [c for c in cases if c["check_ok"] is False]

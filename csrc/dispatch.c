@@ -223,14 +223,18 @@ SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, quadratic_f64)
 SG_ENTRY_1(sg_softmax_f32, float, softmax_f32)
 SG_ENTRY_1(sg_softmax_f64, double, softmax_f64)
 
-#define SG_ENTRY_ADD(NAME, T, FIELD)                                                               \
+/* The floor switches to its streaming variant at the VJP's threshold, so the two compare like
+ * with like at every size. */
+#define SG_ENTRY_ADD(NAME, T, FIELD, STREAM_FIELD)                                                 \
     int NAME(const T *a, const T *b, T *out, size_t count, int isa, int threads)                   \
     {                                                                                              \
         const struct sg_kernels *k = sg_table(isa);                                                \
         if (!k)                                                                                    \
             return SG_BAD_ISA;                                                                     \
-        return sg_run_elements(k->FIELD, a, b, out, count, sizeof(T), threads);                    \
+        const int stream = count > SG_STREAM_BYTES / 3 / sizeof(T);                                \
+        return sg_run_elements(stream ? k->STREAM_FIELD : k->FIELD, a, b, out, count, sizeof(T),   \
+                               threads);                                                           \
     }
 
-SG_ENTRY_ADD(sg_stream_add_f32, float, add_f32)
-SG_ENTRY_ADD(sg_stream_add_f64, double, add_f64)
+SG_ENTRY_ADD(sg_stream_add_f32, float, add_f32, add_stream_f32)
+SG_ENTRY_ADD(sg_stream_add_f64, double, add_f64, add_stream_f64)

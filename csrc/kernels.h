@@ -26,6 +26,8 @@ struct sg_kernels {
     sg_rows_fn quadratic_f32, quadratic_f64;
     /* Elementwise: called with rows = 1 and n = the element count of the block. */
     sg_rows_fn add_f32, add_f64;
+    /* The same results as add_*, with the memory techniques of vjp_stream_*. */
+    sg_rows_fn add_stream_f32, add_stream_f64;
 };
 
 extern const struct sg_kernels sg_kernels_scalar;

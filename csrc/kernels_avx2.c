@@ -208,6 +208,8 @@ const struct sg_kernels sg_kernels_avx2 = {
     .quadratic_f64 = sg_avx2_quadratic_f64,
     .add_f32 = sg_avx2_add_f32,
     .add_f64 = sg_avx2_add_f64,
+    .add_stream_f32 = sg_avx2_add_stream_f32,
+    .add_stream_f64 = sg_avx2_add_stream_f64,
 };
 
 #endif /* x86-64 */

@@ -157,4 +157,6 @@ const struct sg_kernels sg_kernels_scalar = {
     .quadratic_f64 = quadratic_f64,
     .add_f32 = add_f32,
     .add_f64 = add_f64,
+    .add_stream_f32 = add_f32,
+    .add_stream_f64 = add_f64,
 };

@@ -208,8 +208,6 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
     VSFENCE(); /* the non-temporal stores are visible before the caller (or a join) goes on */
 }
 
-#undef SG_HEAD
-#undef SG_LOAD
 #undef SG_DOT_4
 #undef SG_SCALE_1
 #undef SG_SCALE_4
@@ -319,26 +317,66 @@ SG_TARGET static void FN(quadratic)(const void *a, const void *b, void *o, size_
 
 /* ---- bandwidth floor: out = a + b ------------------------------------------------------------- */
 
-SG_TARGET static void FN(add)(const void *a_, const void *b_, void *o, size_t rows, size_t n)
+/* The floor must be the fastest c = a + b we can write, or the VJP's share of it flatters the VJP,
+ * so it gets every memory technique the VJP uses: a masked head that brings out to a vector
+ * boundary, narrow loads while the block is in cache (add), and for blocks streamed from memory
+ * (add_stream, chosen by dispatch.c at the VJP's threshold) prefetching and non-temporal stores.
+ * SG_HEAD and SG_LOAD are the VJP's. */
+#define SG_ADD_1(ST, i) ST(out + (i), VADD(SG_LOAD(a + (i)), SG_LOAD(b + (i))))
+#define SG_ADD_4(ST, i)                                                                            \
+    do {                                                                                           \
+        SG_ADD_1(ST, i);                                                                           \
+        SG_ADD_1(ST, (i) + W);                                                                     \
+        SG_ADD_1(ST, (i) + 2 * W);                                                                 \
+        SG_ADD_1(ST, (i) + 3 * W);                                                                 \
+    } while (0)
+
+/* One block of `count` elements; narrow and stream are constants after inlining. */
+SG_TARGET static inline void FN(add_block)(const T *SG_RESTRICT a, const T *SG_RESTRICT b,
+                                           T *SG_RESTRICT out, size_t count, int narrow,
+                                           int stream)
 {
-    const T *SG_RESTRICT a = a_;
-    const T *SG_RESTRICT b = b_;
-    T *SG_RESTRICT out = o;
-    const size_t count = rows * n;
-    size_t i = 0;
-    for (; i + 4 * W <= count; i += 4 * W) {
-        VSTOREU(out + i, VADD(VLOADU(a + i), VLOADU(b + i)));
-        VSTOREU(out + i + W, VADD(VLOADU(a + i + W), VLOADU(b + i + W)));
-        VSTOREU(out + i + 2 * W, VADD(VLOADU(a + i + 2 * W), VLOADU(b + i + 2 * W)));
-        VSTOREU(out + i + 3 * W, VADD(VLOADU(a + i + 3 * W), VLOADU(b + i + 3 * W)));
+    size_t i = SG_HEAD(out, count);
+    if (i) {
+        const M head = MTAIL(i);
+        VMSTORE(out, head, VADD(VMLOADZ(a, head), VMLOADZ(b, head)));
+    }
+    if (stream) {
+        for (; i + 4 * W <= count; i += 4 * W) {
+            for (int k = 0; k < 4 * W; k += 64 / (int)sizeof(T)) {
+                VPREFETCH(a + i + k + SG_PREFETCH_BYTES / sizeof(T));
+                VPREFETCH(b + i + k + SG_PREFETCH_BYTES / sizeof(T));
+            }
+            SG_ADD_4(VSTREAM, i);
+        }
+    } else {
+        for (; i + 4 * W <= count; i += 4 * W)
+            SG_ADD_4(VSTOREU, i);
     }
     for (; i + W <= count; i += W)
-        VSTOREU(out + i, VADD(VLOADU(a + i), VLOADU(b + i)));
+        SG_ADD_1(VSTOREU, i);
     if (i < count) {
         const M tail = MTAIL(count - i);
         VMSTORE(out + i, tail, VADD(VMLOADZ(a + i, tail), VMLOADZ(b + i, tail)));
     }
+    if (stream)
+        VSFENCE();
 }
+
+SG_TARGET static void FN(add)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    FN(add_block)(a, b, o, rows * n, 1, 0);
+}
+
+SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    FN(add_block)(a, b, o, rows * n, 0, 1);
+}
+
+#undef SG_ADD_1
+#undef SG_ADD_4
+#undef SG_HEAD
+#undef SG_LOAD
 
 /* The vocabulary is per instance: the next inclusion defines it afresh. */
 #undef FN

@@ -73,6 +73,8 @@ def test_every_series_measured_once(quick_result):
             want += [(op, "native", i, str(t), "out", dtype) for i in isas for t in (1, 2)]
         want += [("floor", "floor", "None", str(t), "out", dtype) for t in (1, 2)]
         want.append(("floor", "numpy", "None", "1", "out", dtype))  # np.add cross-check
+        # the least a cffi binding pays per call, at shapes with one row
+        want += [("vjp", "cffi-minimum", "None", "1", v, dtype) for v in ("alloc", "out")]
     assert got == sorted(want)
 
 
@@ -135,3 +137,22 @@ def test_target_logic_on_made_up_numbers():
     assert status["whole_call_1x10"] == "N/A"
     floor = next(t for t in targets if t["id"] == "vjp_vs_floor")["checks"][0]
     assert floor["value"] == pytest.approx(0.95)
+
+
+def test_floor_is_the_fastest_add_with_at_most_as_many_threads():
+    run = load_harness()
+    shape = (1024, 1024)
+    cases = [
+        _case("vjp", "native", 100.0, isa="avx2", threads=1),
+        _case("vjp", "native", 60.0, isa="avx2", threads=2),
+        _case("floor", "floor", 95.0, threads=1),
+        _case("floor", "floor", 70.0, threads=2),
+        _case("floor", "numpy", 80.0, threads=1),  # np.add beats the native floor on 1 thread
+    ]
+    ix = run.Index(cases)
+    assert run.floor_case(ix, shape, "float32", 1)["median_ns"] == 80.0
+    assert run.floor_case(ix, shape, "float32", 2)["median_ns"] == 70.0
+    targets = run.evaluate_targets(cases, ("scalar", "avx2"), [shape], ["float32"], [1, 2], False)
+    checks = next(t for t in targets if t["id"] == "vjp_vs_floor")["checks"]
+    assert [c["value"] for c in checks] == [pytest.approx(0.8), pytest.approx(70 / 60)]
+    assert [c["pass"] for c in checks] == [False, True]

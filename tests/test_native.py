@@ -788,3 +788,25 @@ def test_vjp_streaming_variant_any_alignment(isa, dtype):
             assert _guards_intact(buf), f"n={n} threads={threads}"
             assert np.all(buf[GUARD : GUARD + out_off] == -12345.5)
             np.testing.assert_array_equal(out, parts, f"n={n} threads={threads}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_stream_add_streaming_variant_any_alignment(isa, dtype):
+    # Above the VJP's streaming threshold the floor also switches to non-temporal (aligned) stores
+    # after a masked head: any element offset of out and of the inputs must still give exactly
+    # a + b, split over 1 or 2 threads, without writing outside out.
+    itemsize = np.dtype(dtype).itemsize
+    size = (32 << 20) // (3 * itemsize) + 1001  # odd: a masked tail as well
+    rng = np.random.default_rng(12)
+    base = rng.random(size + 8).astype(dtype)
+    b = rng.random(size).astype(dtype)
+    for out_off, in_off in [(0, 0), (1, 0), (3, 5), (7, 2)]:
+        a = base[in_off : in_off + size]
+        for threads in (1, 2):
+            buf, out = _guarded_out(size + out_off, dtype)
+            out = out[out_off:]
+            assert native.stream_add(a, b, out=out, isa=isa, threads=threads) is out
+            assert _guards_intact(buf), f"out_off={out_off} threads={threads}"
+            assert np.all(buf[GUARD : GUARD + out_off] == -12345.5)
+            np.testing.assert_array_equal(out, a + b, f"out_off={out_off} threads={threads}")
