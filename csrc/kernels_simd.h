@@ -65,8 +65,8 @@
 #define SG_SCALE_1(o, a, b, d, i) SG_SCALE_ST(VSTOREU, o, a, b, d, i)
 #define SG_SCALE_4(o, a, b, d, i) SG_SCALE_ST4(VSTOREU, o, a, b, d, i)
 /* The same with non-temporal stores, for a vector-aligned o + i: the streaming VJP's output goes
- * to memory without first reading the line it overwrites (the read-for-ownership that c = a + b
- * pays), so memory moves 3 streams' worth instead of 4. Same values, so the same bits. */
+ * to memory without first reading the line it overwrites (the read-for-ownership an ordinary
+ * store pays), so memory moves 3 streams' worth instead of 4. Same values, so the same bits. */
 #define SG_SCALE_NT_4(o, a, b, d, i) SG_SCALE_ST4(VSTREAM, o, a, b, d, i)
 /* One vector, and four in a row, written by the store ST (VSTOREU or VSTREAM). */
 #define SG_SCALE_ST(ST, o, a, b, d, i) ST(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
