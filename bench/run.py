@@ -2,10 +2,11 @@
 r"""Benchmark the softmax VJP and forward softmax: NumPy formula, native kernels, PyTorch CPU.
 
 Every implementation is timed side by side in one run, on the same input buffers, against a
-3-stream bandwidth floor (``c = a + b`` over the same bytes at the same thread count, from
-:func:`softmax_grad.native.stream_add`). One JSON file per run goes to ``bench/results/``
-(``<date>-<time>-<host>.json``, copied to ``bench/results/latest.json`` for the book); a table
-with ratios and the issue's targets (PASS/FAIL with the numbers) is printed.
+3-stream bandwidth floor (the fastest ``c = a + b`` over the same bytes with at most as many
+threads: :func:`softmax_grad.native.stream_add` or NumPy's ``np.add``, see ``floor_case``). One
+JSON file per run goes to ``bench/results/`` (``<date>-<time>-<host>.json``, copied to
+``bench/results/latest.json`` for the book); a table with ratios and the issue's targets
+(PASS/FAIL with the numbers) is printed.
 
 Method
 ------
@@ -230,7 +231,8 @@ def plan_series(shape, isas, threads, have_torch: bool) -> list[Series]:
         plan.append(Series("vjp", "cffi-minimum", None, 1, "out"))
     for t in threads:
         plan.append(Series("floor", "floor", None, t, "out"))
-    # NumPy's own c = a + b (one thread): a cross-check that the native floor is a real floor.
+    # NumPy's own c = a + b (one thread): a candidate for the floor (see floor_case), and so a
+    # check from outside that the native floor is a real one.
     plan.append(Series("floor", "numpy", None, 1, "out"))
     return plan
 
