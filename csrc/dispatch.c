@@ -193,6 +193,10 @@ static int sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *ou
  * Both give bitwise identical results, so the threshold only affects speed. */
 #define SG_STREAM_BYTES ((size_t)32 << 20)
 
+/* Whether a call over `count` elements of `elem` bytes takes the streaming variant: the VJP and
+ * the floor switch at the same size, so they compare like with like at every size. */
+static int sg_streamed(size_t count, size_t elem) { return count > SG_STREAM_BYTES / 3 / elem; }
+
 #define SG_ENTRY_VJP(NAME, T, FIELD, STREAM_FIELD)                                                 \
     int NAME(const T *a, const T *b, T *out, size_t rows, size_t n, int isa, int threads)          \
     {                                                                                              \
@@ -201,9 +205,8 @@ static int sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *ou
             return SG_BAD_ISA;                                                                     \
         if (rows && n && !b)                                                                       \
             return SG_BAD_POINTER;                                                                 \
-        const int stream = rows * n > SG_STREAM_BYTES / 3 / sizeof(T);                             \
-        return sg_run_rows(stream ? k->STREAM_FIELD : k->FIELD, a, b, out, rows, n, sizeof(T),     \
-                           threads);                                                               \
+        return sg_run_rows(sg_streamed(rows * n, sizeof(T)) ? k->STREAM_FIELD : k->FIELD, a, b,   \
+                           out, rows, n, sizeof(T), threads);                                      \
     }
 
 SG_ENTRY_VJP(sg_softmax_vjp_f32, float, vjp_f32, vjp_stream_f32)
@@ -223,17 +226,14 @@ SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, quadratic_f64)
 SG_ENTRY_1(sg_softmax_f32, float, softmax_f32)
 SG_ENTRY_1(sg_softmax_f64, double, softmax_f64)
 
-/* The floor switches to its streaming variant at the VJP's threshold, so the two compare like
- * with like at every size. */
 #define SG_ENTRY_ADD(NAME, T, FIELD, STREAM_FIELD)                                                 \
     int NAME(const T *a, const T *b, T *out, size_t count, int isa, int threads)                   \
     {                                                                                              \
         const struct sg_kernels *k = sg_table(isa);                                                \
         if (!k)                                                                                    \
             return SG_BAD_ISA;                                                                     \
-        const int stream = count > SG_STREAM_BYTES / 3 / sizeof(T);                                \
-        return sg_run_elements(stream ? k->STREAM_FIELD : k->FIELD, a, b, out, count, sizeof(T),   \
-                               threads);                                                           \
+        return sg_run_elements(sg_streamed(count, sizeof(T)) ? k->STREAM_FIELD : k->FIELD, a, b,  \
+                               out, count, sizeof(T), threads);                                    \
     }
 
 SG_ENTRY_ADD(sg_stream_add_f32, float, add_f32, add_stream_f32)

@@ -85,18 +85,13 @@
          ? (size_t)((0u - (uintptr_t)(p)) % (W * sizeof(T))) / sizeof(T)                           \
          : (n))
 
-/* <y, dy>: a masked head up to y's alignment, four accumulators, single vectors, a masked tail.
- * The partial sums therefore depend on n and on y's address modulo the vector size, never on the
- * thread split: a row gives the same bits whichever thread computes it. */
-SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n,
-                                      int narrow)
+/* The rest of <y, dy> from index i, into the accumulators s0..s3 that already hold elements
+ * [0, i): chunks of four vectors, single vectors, a masked tail, then the sum of the four. Both
+ * row_dot and row_scale_next_dot end here, so a row's dot product is the same operations
+ * whichever of them computes it. */
+SG_TARGET static inline T FN(dot_finish)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                         size_t i, size_t n, V s0, V s1, V s2, V s3, int narrow)
 {
-    V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
-    size_t i = SG_HEAD(y, n);
-    if (i) {
-        const M head = MTAIL(i);
-        s1 = VFMADD(VMLOADZ(y, head), VMLOADZ(dy, head), s1);
-    }
     for (; i + 4 * W <= n; i += 4 * W)
         SG_DOT_4(s0, s1, s2, s3, y, dy, i);
     for (; i + W <= n; i += W)
@@ -106,6 +101,21 @@ SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRI
         s2 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s2);
     }
     return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
+}
+
+/* <y, dy>: a masked head up to y's alignment, then dot_finish. The partial sums therefore
+ * depend on n and on y's address modulo the vector size, never on the thread split: a row gives
+ * the same bits whichever thread computes it. */
+SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n,
+                                      int narrow)
+{
+    V s1 = VZERO;
+    const size_t i = SG_HEAD(y, n);
+    if (i) {
+        const M head = MTAIL(i);
+        s1 = VFMADD(VMLOADZ(y, head), VMLOADZ(dy, head), s1);
+    }
+    return FN(dot_finish)(y, dy, i, n, VZERO, s1, VZERO, VZERO, narrow);
 }
 
 /* out[i0:n] = y * (dy - d), from an index i0 where out is vector-aligned or from which the rest
@@ -139,7 +149,8 @@ SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_R
 }
 
 /* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter, computed by
- * exactly row_dot's operations (same head, same chunks into the same accumulators). The output
+ * exactly row_dot's operations (same head, same chunks into the same accumulators, the same
+ * dot_finish). The output
  * is elementwise, so its order is free: a masked head brings out to a vector boundary, then the
  * fused loop writes it with non-temporal stores (see SG_SCALE_NT_4). */
 SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
@@ -169,18 +180,10 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
         SG_DOT_4(s0, s1, s2, s3, yn, dyn, j);
         SG_SCALE_NT_4(out, y, dy, d, i);
     }
-    for (; j + 4 * W <= n; j += 4 * W)
-        SG_DOT_4(s0, s1, s2, s3, yn, dyn, j);
-    for (; j + W <= n; j += W)
-        s0 = VFMADD(SG_LOAD(yn + j), SG_LOAD(dyn + j), s0);
-    if (j < n) {
-        const M tail = MTAIL(n - j);
-        s2 = VFMADD(VMLOADZ(yn + j, tail), VMLOADZ(dyn + j, tail), s2);
-    }
     for (; i + 4 * W <= n; i += 4 * W)
         SG_SCALE_NT_4(out, y, dy, d, i);
     FN(scale_from)(y, dy, out, i, n, d, narrow);
-    return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
+    return FN(dot_finish)(yn, dyn, j, n, s0, s1, s2, s3, narrow);
 }
 
 /* Rows in cache: the two passes, one row after the other. */
