@@ -70,7 +70,9 @@ static void softmax_f32(const void *a, const void *b, void *o, size_t rows, size
             out[i] = e;
             sum += e;
         }
-        const double inv = 1.0 / sum; /* sum = 0 (all -inf) -> inf -> 0 * inf = NaN, like 0/0 */
+        /* sum = inf (a +inf logit): no defined softmax, NaN throughout as in softmax_grad.softmax;
+         * sum = 0 (all -inf) -> inf -> 0 * inf = NaN, like 0/0 */
+        const double inv = isinf(sum) ? NAN : 1.0 / sum;
         for (size_t i = 0; i < n; ++i)
             out[i] = (float)(out[i] * inv);
     }
@@ -100,7 +102,7 @@ static void softmax_f64(const void *a, const void *b, void *o, size_t rows, size
             else
                 s0 += e;
         }
-        const double inv = 1.0 / (s0 + s1);
+        const double inv = isinf(s0 + s1) ? NAN : 1.0 / (s0 + s1); /* as in softmax_f32 */
         for (size_t i = 0; i < n; ++i)
             out[i] = out[i] * inv;
     }

@@ -271,10 +271,11 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
             acc = ACC_ADD(acc, e);
         }
 
-        /* Pass 3: scale by 1/sum. A +inf logit makes sum = inf, 1/sum = 0, and e * 0 is 0 for
-         * finite e and NaN for e = inf, exactly as e / inf; an all -inf row has sum = 0 and
-         * 0 * inf = NaN, exactly as 0 / 0. */
-        const V inv = VSET1((T)(1.0 / ACC_HSUM(acc)));
+        /* Pass 3: scale by 1/sum. A +inf logit (the only way to an infinite sum) leaves the row
+         * without a defined softmax, so it is NaN throughout, as in softmax_grad.softmax; an all
+         * -inf row has sum = 0 and 0 * inf = NaN, exactly as 0 / 0. */
+        const double sum = ACC_HSUM(acc);
+        const V inv = VSET1((T)(isinf(sum) ? NAN : 1.0 / sum));
         for (i = 0; i + 4 * W <= n; i += 4 * W) {
             VSTOREU(out + i, VMUL(VLOADU(out + i), inv));
             VSTOREU(out + i + W, VMUL(VLOADU(out + i + W), inv));

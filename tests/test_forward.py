@@ -114,3 +114,42 @@ def test_bad_input_errors(func):
 
 def test_empty_axis_gives_empty_result():
     assert softmax(np.zeros((3, 0))).shape == (3, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plus_inf_row_is_nan_throughout(dtype):
+    # e^inf / sum_j e^x_j is inf/inf: no value, and no limit independent of how x grows, so
+    # the whole row is NaN (as PyTorch, JAX and SciPy give), while other rows are unaffected.
+    x = np.array(
+        [[np.inf, 0.0, 1.0], [np.inf, np.inf, 0.0], [np.inf, -np.inf, 0.0], [0.0, 1.0, 2.0]],
+        dtype,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = softmax(x)
+        logp = log_softmax(x)
+    assert y.dtype == dtype and logp.dtype == dtype
+    assert np.all(np.isnan(y[:3])) and np.all(np.isnan(logp[:3]))
+    np.testing.assert_allclose(y[3], _mp_softmax([0.0, 1.0, 2.0]), rtol=1e-6)
+
+
+def test_plus_inf_on_another_axis_affects_only_its_row():
+    x = np.array([[np.inf, 0.0], [1.0, 2.0]])
+    y = softmax(x, axis=0)  # column 0 holds the +inf
+    assert np.all(np.isnan(y[:, 0]))
+    np.testing.assert_allclose(y[:, 1], _mp_softmax([0.0, 2.0]), rtol=1e-15)
+
+
+def test_large_finite_logit_tends_to_the_one_hot_limit():
+    # The convention is NaN exactly at +inf; any finite logit, however large, is the limit.
+    y = softmax(np.array([1e308, 0.0, -1.0]))
+    np.testing.assert_array_equal(y, [1.0, 0.0, 0.0])
+
+
+def test_plus_inf_matches_pytorch_when_available():
+    torch = pytest.importorskip("torch")
+    x = np.array([[np.inf, 0.0], [np.inf, np.inf], [-np.inf, 0.0]])
+    expected = torch.softmax(torch.from_numpy(x), dim=-1).numpy()
+    np.testing.assert_array_equal(softmax(x), expected)
+    expected = torch.log_softmax(torch.from_numpy(x), dim=-1).numpy()
+    np.testing.assert_array_equal(log_softmax(x), expected)

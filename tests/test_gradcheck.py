@@ -10,6 +10,7 @@ from softmax_grad import (
     error_vs_step,
     mse,
     numerical_gradient,
+    numerical_jacobian,
     relative_error,
     softmax,
     softmax_vjp,
@@ -103,3 +104,61 @@ def test_errors_are_named():
         numerical_gradient(_cubic, np.array([0.5, 1.0]), eps=1e-20)
     with pytest.raises(ValueError, match=r"shape of x \(2,\), got \(3,\)"):
         check_gradient(_cubic, np.ones(3), np.ones(2))
+
+
+# ---- numerical_jacobian --------------------------------------------------------------------------
+
+
+def _affine_tanh(x):
+    """f(x) = tanh(A x) + x_0^2, a map R^3 -> R^2 with a known Jacobian."""
+    return np.tanh(_A @ x) + np.array([x[0] ** 2, 0.0])
+
+
+_A = np.array([[1.0, -2.0, 0.5], [0.3, 0.0, 4.0]])
+
+
+def _affine_tanh_jacobian(x):
+    d = 1 - np.tanh(_A @ x) ** 2
+    J = d[:, None] * _A
+    J[0, 0] += 2 * x[0]
+    return J
+
+
+@pytest.mark.parametrize(
+    ("method", "rtol"), [("central", 1e-9), ("forward", 1e-6), ("complex", 1e-14)]
+)
+def test_numerical_jacobian_of_a_known_map(method, rtol):
+    x = np.array([0.2, -0.1, 0.3])
+    J = numerical_jacobian(_affine_tanh, x, method=method)
+    assert J.shape == (2, 3) and J.dtype == np.float64
+    np.testing.assert_allclose(J, _affine_tanh_jacobian(x), rtol=rtol, atol=rtol)
+
+
+def test_numerical_jacobian_of_softmax_is_diag_minus_outer():
+    x = np.array([0.5, -1.0, 2.0, 0.0])
+    y = softmax(x)
+    np.testing.assert_allclose(
+        numerical_jacobian(softmax, x), np.diag(y) - np.outer(y, y), atol=1e-10
+    )
+
+
+def test_numerical_jacobian_flattens_in_c_order_and_keeps_float32():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
+
+    def f(z):
+        return z.T * 2.0  # shape (3, 2): f.ravel()[i] = 2 z.T.ravel()[i]
+
+    J = numerical_jacobian(f, x, eps=1e-2)
+    assert J.shape == (6, 6) and J.dtype == np.float32
+    expected = np.zeros((6, 6))
+    for i, k in enumerate(np.arange(6).reshape(2, 3).T.ravel()):
+        expected[i, k] = 2.0
+    np.testing.assert_allclose(J, expected, atol=1e-4)
+
+
+def test_numerical_jacobian_bad_arguments():
+    with pytest.raises(ValueError, match="method must be one of"):
+        numerical_jacobian(softmax, np.zeros(2), method="backward")
+    with pytest.raises(ValueError, match="eps must be a positive step"):
+        numerical_jacobian(softmax, np.zeros(2), eps=0.0)
+    assert numerical_jacobian(softmax, np.zeros(0)).shape == (0, 0)

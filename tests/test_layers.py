@@ -39,3 +39,47 @@ def test_backward_checks_shape():
     layer.forward(np.zeros(3))
     with pytest.raises(ValueError, match=r"y\.shape=\(3,\) and dy\.shape=\(4,\)"):
         layer.backward(np.ones(4))
+
+
+def test_native_backend_matches_numpy_layer():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, 7))
+    dy = rng.normal(size=(4, 7))
+    for axis in (-1, 0):
+        ref = Softmax(axis=axis)
+        fast = Softmax(axis=axis, backend="native")
+        np.testing.assert_allclose(fast.forward(x), ref.forward(x), rtol=1e-13)
+        np.testing.assert_allclose(fast.backward(dy), ref.backward(dy), rtol=1e-12, atol=1e-16)
+
+
+def test_native_backend_every_isa_and_float32():
+    from softmax_grad import native
+
+    x = np.linspace(-3, 3, 10, dtype=np.float32).reshape(2, 5)
+    dy = np.ones_like(x)
+    dy[:, 0] = 2
+    ref = Softmax()
+    y64 = ref.forward(x.astype(np.float64))
+    dx64 = ref.backward(dy.astype(np.float64))
+    for isa in native.isas():
+        layer = Softmax(backend="native", isa=isa)
+        y = layer.forward(x)
+        assert y.dtype == np.float32
+        np.testing.assert_allclose(y, y64, rtol=1e-5)
+        np.testing.assert_allclose(layer.backward(dy), dx64, rtol=1e-5, atol=1e-7)
+
+
+def test_unknown_backend_and_misplaced_isa_are_named():
+    with pytest.raises(ValueError, match=r"unknown backend='cuda' for Softmax; allowed: 'numpy'"):
+        Softmax(backend="cuda")
+    with pytest.raises(ValueError, match=r"isa='avx2' applies only to backend='native'"):
+        Softmax(isa="avx2")
+
+
+def test_native_backend_checks_shapes_and_order():
+    layer = Softmax(backend="native")
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones(3))
+    layer.forward(np.zeros(3))
+    with pytest.raises(ValueError, match=r"y\.shape=\(3,\) and dy\.shape=\(4,\)"):
+        layer.backward(np.ones(4))

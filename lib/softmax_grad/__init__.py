@@ -1,9 +1,12 @@
 """softmax_grad: the softmax derivative, independent of any loss function.
 
 NumPy reference implementations, the SymPy derivation, gradient checking and (in
-:mod:`softmax_grad.native`) compiled kernels.
+:mod:`softmax_grad.native`) compiled kernels; and the helpers every chapter shares: checks that
+print what they measured against what they allow (:mod:`softmax_grad.checks`), one timer
+(:mod:`softmax_grad.timing`) and the machine's cache sizes (:mod:`softmax_grad.machine`).
 """
 
+from .checks import CheckResult, check_allclose, check_at_most, check_close
 from .forward import log_softmax, softmax
 from .gradcheck import (
     GradientCheck,
@@ -11,6 +14,7 @@ from .gradcheck import (
     default_step,
     error_vs_step,
     numerical_gradient,
+    numerical_jacobian,
     relative_error,
 )
 from .jacobian import (
@@ -21,6 +25,7 @@ from .jacobian import (
 )
 from .layers import LogSoftmax, Softmax
 from .losses import cross_entropy, mse, softmax_cross_entropy
+from .machine import cache_sizes, parse_size
 from .symbolic import (
     jacobian_difference,
     kronecker_form,
@@ -32,14 +37,23 @@ from .symbolic import (
     symbolic_jacobian,
     symbolic_softmax,
 )
-from .vjp import log_softmax_vjp, softmax_vjp
+from .timing import AllocatorShare, Timing, allocator_share, time_call
+from .vjp import log_softmax_vjp, softmax_vjp, vjp_error_bound
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllocatorShare",
+    "CheckResult",
     "GradientCheck",
     "LogSoftmax",
     "Softmax",
+    "Timing",
+    "allocator_share",
+    "cache_sizes",
+    "check_allclose",
+    "check_at_most",
+    "check_close",
     "check_gradient",
     "cross_entropy",
     "default_step",
@@ -55,6 +69,8 @@ __all__ = [
     "logit_symbols",
     "mse",
     "numerical_gradient",
+    "numerical_jacobian",
+    "parse_size",
     "probability_symbols",
     "question_delta",
     "question_delta_difference",
@@ -65,4 +81,6 @@ __all__ = [
     "substitute_softmax",
     "symbolic_jacobian",
     "symbolic_softmax",
+    "time_call",
+    "vjp_error_bound",
 ]

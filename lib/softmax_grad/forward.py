@@ -1,4 +1,18 @@
-"""The softmax and log-softmax functions, computed stably along one axis."""
+r"""The softmax and log-softmax functions, computed stably along one axis.
+
+Non-finite logits follow one convention, the one PyTorch, JAX and SciPy also produce:
+
+- ``-inf`` is a mask: that entry gets probability exactly 0 (log-probability ``-inf``), and the
+  other entries are the softmax of the rest.
+- A row containing ``+inf`` has no defined softmax: :math:`e^{\infty}/\sum_j e^{x_j}` is
+  :math:`\infty/\infty`, and the limit depends on how the logits grow (one entry growing gives
+  a one-hot row, several growing together any split between them). The whole row is NaN, so
+  the row is visibly invalid rather than a row of zeros with NaN that does not sum to 1.
+- A row containing NaN, or of only ``-inf`` (nothing left to normalise), is NaN throughout.
+
+The backward pass (:mod:`softmax_grad.vjp`) propagates those NaN rows: a NaN anywhere in a row
+of ``y`` makes the row's dot product, hence the whole row of ``dx``, NaN.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +42,16 @@ def _shifted(x, axis: int) -> tuple[np.ndarray, int]:
 
 
 def _exp_sum(x, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shifted logits ``z``, ``e = exp(z)`` and the row sums of ``e`` (kept as an axis of 1)."""
+    """Shifted logits ``z``, ``e = exp(z)`` and the row sums of ``e`` (kept as an axis of 1).
+
+    The sum is NaN for a row containing ``+inf`` (the only way it can be infinite, since every
+    shifted exponent is <= 0), so dividing by it, or subtracting its log, makes the row NaN.
+    """
     z, ax = _shifted(x, axis)
     with np.errstate(invalid="ignore"):
         e = np.exp(z)
-    return z, e, np.sum(e, axis=ax, keepdims=True)
+    total = np.sum(e, axis=ax, keepdims=True)
+    return z, e, np.where(np.isposinf(total.real), np.nan, total)
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
@@ -49,8 +68,8 @@ def softmax(x, axis: int = -1) -> np.ndarray:
     -------
     y : ndarray, same shape as ``x``
         Probabilities: non-negative, summing to 1 along ``axis``. A ``-inf`` logit gets
-        probability exactly 0 (masking). A row of only ``-inf`` has no defined softmax and
-        gives NaN, as does any row containing NaN or ``+inf``.
+        probability exactly 0 (masking). A row containing ``+inf`` or NaN, or of only ``-inf``,
+        has no defined softmax and is NaN in every entry (see the module docstring).
     """
     _, e, total = _exp_sum(x, axis)
     with np.errstate(invalid="ignore"):
@@ -71,8 +90,8 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
     -------
     logp : ndarray, same shape as ``x``
         ``log(softmax(x))`` computed without forming the probabilities, so it stays finite
-        where ``softmax`` underflows to 0. ``-inf`` logits give ``-inf``; a row of only
-        ``-inf`` gives NaN.
+        where ``softmax`` underflows to 0. ``-inf`` logits give ``-inf``; a row containing
+        ``+inf`` or NaN, or of only ``-inf``, is NaN in every entry.
     """
     z, _, total = _exp_sum(x, axis)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -56,22 +56,74 @@ def numerical_gradient(
         :math:`g_k \approx \partial f/\partial x_k`, in x's floating dtype.
     """
     _check_method(method)
+    x, h = _point_and_step(x, eps, method)
+    grad = np.empty(x.shape, dtype=x.dtype)
+    for k, derivative in _partials(f, x, h, method):
+        grad[k] = derivative
+    return grad
+
+
+def numerical_jacobian(
+    f: Callable[[np.ndarray], np.ndarray], x, eps: float | None = None, method: str = "central"
+) -> np.ndarray:
+    r"""Finite-difference Jacobian of a vector function, one input coordinate (column) at a time.
+
+    Column :math:`k` is :math:`(f(x + h e_k) - f(x - h e_k)) / 2h` for ``method="central"``
+    (forward and complex step as in :func:`numerical_gradient`), so ``n`` inputs cost ``2n``
+    evaluations of ``f`` (``n + 1`` forward, ``n`` complex).
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> array`` of any shape; its ``m`` values are taken in C order (flattened).
+    x : array_like, shape (...)
+        The point; its ``n`` coordinates are taken in C order. float32 stays float32.
+    eps : float, optional
+        The step h; default :func:`default_step`.
+    method : {"central", "forward", "complex"}
+
+    Returns
+    -------
+    J : ndarray, shape (m, n)
+        :math:`J_{ik} \approx \partial f_i / \partial x_k`, in x's floating dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, softmax_grad as sg
+    >>> J = numerical_jacobian(sg.softmax, np.array([0.0, 1.0, 2.0]))
+    >>> J.shape
+    (3, 3)
+    """
+    _check_method(method)
+    x, h = _point_and_step(x, eps, method)
+    columns = [np.ravel(d) for _, d in _partials(f, x, h, method)]
+    if not columns:
+        m = np.size(f(x.copy()))
+        return np.empty((m, 0), dtype=x.dtype)
+    return np.stack(columns, axis=1).astype(x.dtype, copy=False)
+
+
+def _point_and_step(x, eps, method: str) -> tuple[np.ndarray, float]:
     x = np.asarray(x)
     if x.dtype.kind not in "f":
         x = x.astype(np.float64)
     h = default_step(method, x.dtype) if eps is None else float(eps)
     if not h > 0:
         raise ValueError(f"eps must be a positive step, got {eps}")
-    grad = np.empty(x.shape, dtype=x.dtype)
+    return x, h
+
+
+def _partials(f, x: np.ndarray, h: float, method: str):
+    """Yield ``(k, df/dx_k)`` for every index ``k`` of ``x`` (``df`` has the shape of ``f(x)``)."""
     if method == "complex":
         work = x.astype(np.result_type(x.dtype, np.complex64))
         for k in np.ndindex(x.shape):
             work[k] += 1j * h
-            grad[k] = np.imag(f(work)) / h
+            yield k, np.imag(f(work)) / h
             work[k] = x[k]
-        return grad
+        return
     work = x.copy()
-    f0 = f(work) if method == "forward" else None
+    f0 = np.asarray(f(work)) if method == "forward" else None
     for k in np.ndindex(x.shape):
         # The step actually taken is (x + h) - x, which differs from h by rounding.
         work[k] = x[k] + x.dtype.type(h)
@@ -82,15 +134,15 @@ def numerical_gradient(
                 f"in {x.dtype}: x + eps "
                 "rounds to x; use a larger step or method='complex'"
             )
-        fp = f(work)
+        fp = np.asarray(f(work))
         if method == "forward":
-            grad[k] = (fp - f0) / step
+            derivative = (fp - f0) / step
         else:
             work[k] = x[k] - x.dtype.type(h)
-            fm = f(work)
-            grad[k] = (fp - fm) / (step + (x[k] - work[k]))
+            fm = np.asarray(f(work))
+            derivative = (fp - fm) / (step + (x[k] - work[k]))
         work[k] = x[k]
-    return grad
+        yield k, derivative
 
 
 def relative_error(a, b, floor: float = 0.0) -> np.ndarray:

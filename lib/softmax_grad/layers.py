@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import as_float_array, normalize_axis, same_shape
 from .forward import log_softmax, softmax
 from .vjp import log_softmax_vjp, softmax_vjp
 
@@ -33,16 +34,60 @@ class Softmax(_Layer):
     ----------
     axis : int, default -1
         The softmax axis.
+    backend : {"numpy", "native"}, default "numpy"
+        ``"numpy"``: :func:`softmax_grad.softmax` and :func:`softmax_grad.softmax_vjp`.
+        ``"native"``: the compiled kernels :func:`softmax_grad.native.softmax` and
+        :func:`softmax_grad.native.softmax_vjp` (float32/float64; integer input becomes float64;
+        another ``axis`` than the last is moved to the end and back, which copies).
+    isa : str, optional
+        With ``backend="native"``: the instruction-set path (see
+        :func:`softmax_grad.native.isas`); ``None`` picks the best.
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is unknown, or ``isa`` is given without ``backend="native"``.
     """
+
+    BACKENDS = ("numpy", "native")
+
+    def __init__(self, axis: int = -1, backend: str = "numpy", isa: str | None = None):
+        super().__init__(axis)
+        if not isinstance(backend, str) or backend not in self.BACKENDS:
+            raise ValueError(
+                f"unknown backend={backend!r} for Softmax; allowed: "
+                + ", ".join(repr(b) for b in self.BACKENDS)
+            )
+        if isa is not None and backend != "native":
+            raise ValueError(f"isa={isa!r} applies only to backend='native', got {backend!r}")
+        self.backend = backend
+        self.isa = isa
+        if backend == "native":
+            from . import native  # imported here: the NumPy backend needs no compiled extension
+
+            self._native = native
 
     def forward(self, x) -> np.ndarray:
         """Return ``softmax(x)`` (shape of ``x``) and keep it for ``backward``."""
-        self._out = softmax(x, axis=self.axis)
+        if self.backend == "numpy":
+            self._out = softmax(x, axis=self.axis)
+        else:
+            x = as_float_array(x, "x")
+            ax = normalize_axis(self.axis, x.ndim)
+            y = self._native.softmax(np.moveaxis(x, ax, -1), isa=self.isa)
+            self._out = np.moveaxis(y, -1, ax)
         return self._out
 
     def backward(self, dy) -> np.ndarray:
         """Return ``dL/dx`` (shape of ``dy``) from ``dy = dL/dy``, whatever the loss ``L``."""
-        return softmax_vjp(self._cached(), dy, axis=self.axis)
+        y = self._cached()
+        if self.backend == "numpy":
+            return softmax_vjp(y, dy, axis=self.axis)
+        dy = as_float_array(dy, "dy")
+        same_shape(y, dy, "y", "dy")
+        ax = normalize_axis(self.axis, y.ndim)
+        dx = self._native.softmax_vjp(np.moveaxis(y, ax, -1), np.moveaxis(dy, ax, -1), isa=self.isa)
+        return np.moveaxis(dx, -1, ax)
 
 
 class LogSoftmax(_Layer):

@@ -245,9 +245,8 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     :func:`softmax_grad.softmax_vjp`. The result is bitwise the same for any ``threads``; the
     dot product's summation order follows each row's alignment in memory (the kernel starts at a
     vector boundary), so a copy of ``y`` at another address may differ in the last bits, within
-    the rounding-error bound :math:`\gamma_{n+2}\,|y_i| \sum_j |y_j\,dy_j|` (plus
-    :math:`\gamma_2\,|y_i|\,|dy_i - \langle y, dy\rangle|`), with :math:`\gamma_k = ku/(1-ku)`
-    and :math:`u` the unit roundoff of the dtype.
+    the rounding-error bound :func:`softmax_grad.vjp_error_bound` (which holds for every
+    summation order).
 
     Parameters
     ----------
@@ -343,8 +342,7 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     exponent overflows. The vectorized exp is accurate to a few float32 ulps (relative error well
     below 3e-6) or a few float64 ulps (below 1e-13), including the argument ``x - m``, which is
     corrected for its rounding error. A ``-inf`` logit gives exactly 0; a row of only ``-inf``,
-    or with NaN, gives NaN; a row with ``+inf`` gives NaN at the ``+inf`` entries and 0 elsewhere
-    -- all exactly as the NumPy formula.
+    or with NaN or ``+inf``, is NaN throughout -- all exactly as the NumPy formula.
 
     Parameters
     ----------
