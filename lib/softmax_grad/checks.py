@@ -93,7 +93,8 @@ def check_at_most(
         The largest value that passes.
     digits : int or None, default 2
         Significant digits shown for ``measured``; ``None`` shows only its order of magnitude
-        (:func:`format_magnitude`), which is stable across CPUs for rounding errors.
+        (:func:`~softmax_grad.checks.format_magnitude`), which is stable across CPUs for
+        rounding errors.
     unit : str, optional
         Appended to both numbers (e.g. ``" ulp"``).
 

@@ -1,7 +1,7 @@
 """One timer for every chapter, with the warm-up and allocator discipline timings need.
 
 :func:`time_call` times ``fn(*args, **kwargs)``: ``warmup`` untimed calls first, then ``repeat``
-samples of ``number`` calls each, with the garbage collector off (as :mod:`timeit` does), and
+samples of ``number`` calls each, with the garbage collector off (as ``timeit`` does), and
 reports seconds per call. The warm-up pays once for what a first call pays and later calls do not:
 imports, caches, and the page faults of the first touch of fresh memory.
 
