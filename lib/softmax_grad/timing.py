@@ -1,9 +1,9 @@
 """One timer for every chapter, with the warm-up and allocator discipline timings need.
 
-:func:`time_call` times ``fn(*args, **kwargs)``: ``warmup`` untimed calls first, then ``repeat``
-samples of ``number`` calls each, with the garbage collector off (as ``timeit`` does), and
-reports seconds per call. The warm-up pays once for what a first call pays and later calls do not:
-imports, caches, and the page faults of the first touch of fresh memory.
+:func:`~softmax_grad.time_call` times ``fn(*args, **kwargs)``: ``warmup`` untimed calls first,
+then ``repeat`` samples of ``number`` calls each, with the garbage collector off (as ``timeit``
+does), and reports seconds per call. The warm-up pays once for what a first call pays and later
+calls do not: imports, caches, and the page faults of the first touch of fresh memory.
 
 Fresh temporaries still cost on *every* call when they are large. glibc's ``malloc`` serves big
 blocks (above its mmap threshold, 128 KiB initially, raised adaptively up to 32 MiB on 64-bit) with
@@ -14,7 +14,7 @@ to do with its arithmetic. So, to compare two implementations (say, fused agains
 
 - give both preallocated outputs (``out=``) where their API allows, and time that; and
 - time the allocating form too, and report the allocator's share separately:
-  :func:`allocator_share` times both forms, interleaved, and returns the difference.
+  :func:`~softmax_grad.allocator_share` times both forms, interleaved, and returns the difference.
 
 Setting ``MALLOC_TOP_PAD_`` (e.g. ``1073741824``) in the environment before Python starts makes
 glibc keep freed memory, which removes most of that share; the book does not rely on it.
