@@ -28,9 +28,20 @@ def test_time_call_measures_seconds_per_call():
 
 
 def test_auto_number_reaches_the_sample_target(monkeypatch):
+    # A fake clock that advances exactly 1 ms per call of fn: the result cannot depend on load.
+    now = [0.0]
+
+    def fn():
+        now[0] += 0.001
+
+    monkeypatch.setattr(timing_module, "_clock", lambda: now[0])
     monkeypatch.setattr(timing_module, "SAMPLE_SECONDS", 0.005)
-    t = time_call(time.sleep, 0.001, repeat=1)
-    assert t.number * 0.001 >= 0.005 - 1e-9  # each call sleeps at least 1 ms
+    t = time_call(fn, repeat=3, warmup=0)
+    # 1 call takes 1 ms < 5 ms; the estimate then asks for 5 calls, which reach the target
+    assert t.number == 5
+    assert t.samples == pytest.approx((0.001, 0.001, 0.001))
+    monkeypatch.setattr(timing_module, "SAMPLE_SECONDS", 0.5)
+    assert time_call(fn, repeat=1, warmup=0).number >= 500  # grows by at most 100x per step
 
 
 @pytest.mark.parametrize(
