@@ -17,7 +17,9 @@ to do with its arithmetic. So, to compare two implementations (say, fused agains
   :func:`~softmax_grad.allocator_share` times both forms, interleaved, and returns the difference.
 
 Setting ``MALLOC_TOP_PAD_`` (e.g. ``1073741824``) in the environment before Python starts makes
-glibc keep freed memory, which removes most of that share; the book does not rely on it.
+glibc keep freed memory, which removes most of that share. Where an API has no ``out=``
+(the library's softmax, VJP and losses), chapters 4 and 5 time the same code in two fresh
+processes, with and without it, and report the difference as the allocator's share.
 
 Timings are noisy on a shared machine: compare implementations as ratios of the best sample,
 measured side by side, and never check a timing in a unit test.
