@@ -42,16 +42,16 @@ def _shifted(x, axis: int) -> tuple[np.ndarray, int]:
 
 
 def _exp_sum(x, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shifted logits ``z``, ``e = exp(z)`` and the row sums of ``e`` (kept as an axis of 1).
+    """Shifted logits ``x - m``, ``e = exp(x - m)`` and the row sums of ``e`` (kept as an axis).
 
     The sum is NaN for a row containing ``+inf`` (the only way it can be infinite, since every
     shifted exponent is <= 0), so dividing by it, or subtracting its log, makes the row NaN.
     """
-    z, ax = _shifted(x, axis)
+    shifted, ax = _shifted(x, axis)
     with np.errstate(invalid="ignore"):
-        e = np.exp(z)
+        e = np.exp(shifted)
     total = np.sum(e, axis=ax, keepdims=True)
-    return z, e, np.where(np.isposinf(total.real), np.nan, total)
+    return shifted, e, np.where(np.isposinf(total.real), np.nan, total)
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
@@ -93,6 +93,6 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
         where ``softmax`` underflows to 0. ``-inf`` logits give ``-inf``; a row containing
         ``+inf`` or NaN, or of only ``-inf``, is NaN in every entry.
     """
-    z, _, total = _exp_sum(x, axis)
+    shifted, _, total = _exp_sum(x, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return z - np.log(total)
+        return shifted - np.log(total)

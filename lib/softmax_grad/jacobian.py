@@ -12,63 +12,63 @@ from ._validation import as_float_array
 from .forward import softmax
 
 
-def _probability_vector(s) -> np.ndarray:
-    s = as_float_array(s, "s")
-    if s.ndim != 1:
+def _probability_vector(y) -> np.ndarray:
+    y = as_float_array(y, "y")
+    if y.ndim != 1:
         raise ValueError(
-            f"s must be a 1-D vector of probabilities with shape (n,), got shape {s.shape}; "
+            f"y must be a 1-D vector of probabilities with shape (n,), got shape {y.shape}; "
             "use jacobian_einsum for batches"
         )
-    return s
+    return y
 
 
-def jacobian_iterative(s) -> np.ndarray:
+def jacobian_iterative(y) -> np.ndarray:
     r"""The Jacobian by a double loop over :math:`i, j`, as a learner first writes it.
 
     Parameters
     ----------
-    s : array_like, shape (n,)
+    y : array_like, shape (n,)
         Softmax output (probabilities).
 
     Returns
     -------
     J : ndarray, shape (n, n)
-        :math:`J_{ij} = s_i(1 - s_i)` if :math:`i = j`, else :math:`-s_i s_j`.
+        :math:`J_{ij} = y_i(1 - y_i)` if :math:`i = j`, else :math:`-y_i y_j`.
     """
-    s = _probability_vector(s)
-    n = s.shape[0]
-    jac = np.empty((n, n), dtype=s.dtype)
+    y = _probability_vector(y)
+    n = y.shape[0]
+    jac = np.empty((n, n), dtype=y.dtype)
     for i in range(n):
         for j in range(n):
             if i == j:
-                jac[i, j] = s[i] * (1 - s[i])
+                jac[i, j] = y[i] * (1 - y[i])
             else:
-                jac[i, j] = -s[i] * s[j]
+                jac[i, j] = -y[i] * y[j]
     return jac
 
 
-def jacobian_vectorized(s) -> np.ndarray:
-    r"""The Jacobian as one matrix formula: :math:`J = \operatorname{diag}(s) - s s^\top`.
+def jacobian_vectorized(y) -> np.ndarray:
+    r"""The Jacobian as one matrix formula: :math:`J = \operatorname{diag}(y) - y y^\top`.
 
     Parameters
     ----------
-    s : array_like, shape (n,)
+    y : array_like, shape (n,)
         Softmax output (probabilities).
 
     Returns
     -------
     J : ndarray, shape (n, n)
     """
-    s = _probability_vector(s)
-    return np.diag(s) - np.outer(s, s)
+    y = _probability_vector(y)
+    return np.diag(y) - np.outer(y, y)
 
 
-def jacobian_einsum(s) -> np.ndarray:
-    r"""Batched Jacobians: :math:`J_{\dots ij} = s_{\dots i}\delta_{ij} - s_{\dots i}s_{\dots j}`.
+def jacobian_einsum(y) -> np.ndarray:
+    r"""Batched Jacobians: :math:`J_{\dots ij} = y_{\dots i}\delta_{ij} - y_{\dots i}y_{\dots j}`.
 
     Parameters
     ----------
-    s : array_like, shape (..., n)
+    y : array_like, shape (..., n)
         Softmax outputs along the last axis; any number of leading (batch) axes.
 
     Returns
@@ -76,15 +76,15 @@ def jacobian_einsum(s) -> np.ndarray:
     J : ndarray, shape (..., n, n)
         One Jacobian per row; memory grows as rows * n**2.
     """
-    s = as_float_array(s, "s")
-    if s.ndim == 0:
-        raise ValueError("s must have at least one dimension (the softmax axis), got a 0-d array")
-    eye = np.eye(s.shape[-1], dtype=s.dtype)
-    return np.einsum("...i,ij->...ij", s, eye) - np.einsum("...i,...j->...ij", s, s)
+    y = as_float_array(y, "y")
+    if y.ndim == 0:
+        raise ValueError("y must have at least one dimension (the softmax axis), got a 0-d array")
+    eye = np.eye(y.shape[-1], dtype=y.dtype)
+    return np.einsum("...i,ij->...ij", y, eye) - np.einsum("...i,...j->...ij", y, y)
 
 
 def diagonal_only_derivative(x, axis: int = -1) -> np.ndarray:
-    r"""The elementwise "derivative" :math:`s_i(1 - s_i)`: only the Jacobian's diagonal.
+    r"""The elementwise "derivative" :math:`y_i(1 - y_i)`: only the Jacobian's diagonal.
 
     This is what the source thread's question computes (its ``delta`` simplifies to it). It
     ignores that every output depends on every input through the shared denominator, so a
@@ -100,7 +100,7 @@ def diagonal_only_derivative(x, axis: int = -1) -> np.ndarray:
     Returns
     -------
     d : ndarray, same shape as ``x``
-        :math:`s(1-s)` with :math:`s = \mathrm{softmax}(x)`.
+        :math:`y(1-y)` with :math:`y = \mathrm{softmax}(x)`.
     """
-    s = softmax(x, axis=axis)
-    return s * (1 - s)
+    y = softmax(x, axis=axis)
+    return y * (1 - y)

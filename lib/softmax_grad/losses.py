@@ -92,10 +92,10 @@ def softmax_cross_entropy(logits, labels) -> tuple[np.floating, np.ndarray]:
     batch = lab.size
     # One pass of exponentials serves both outputs: log p of the true class, z_c - log(sum e),
     # stays finite where p underflows to 0; the gradient is p/B with 1/B taken off at the label.
-    z, e, total = _exp_sum(logits, -1)
+    shifted, e, total = _exp_sum(logits, -1)
     idx = lab[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        loss = -np.sum(np.take_along_axis(z, idx, axis=-1) - np.log(total)) / batch
+        loss = -np.sum(np.take_along_axis(shifted, idx, axis=-1) - np.log(total)) / batch
         grad = e / (total * logits.dtype.type(batch))
     np.put_along_axis(grad, idx, np.take_along_axis(grad, idx, axis=-1) - 1 / batch, axis=-1)
     return loss, grad
