@@ -14,6 +14,19 @@ from urllib.parse import unquote, urlsplit
 _ASSET_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
+# These switches keep the browser (whichever tools/ensure-tool found) from contacting Google
+# services by itself (updates, sync, field trials), so every request it makes comes from the page
+# under test. headless=True adds --headless. tools/book_pdf.py launches it the same way.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 # Text that only appears on screen when math was not typeset (outside code blocks): display
 # delimiters, inline \( \) and \[ \] delimiters, environments, or $...$ around a TeX command.
 RAW_MATH = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$")

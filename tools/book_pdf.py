@@ -37,20 +37,11 @@ import yaml
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import NameObject
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from browser_tests.book_pages import CHROMIUM_ARGS  # noqa: E402  (the browser test's switches)
+
 # Chromium's PDFs declare a trailer /Size a little short; pypdf warns about it on every read.
 logging.getLogger("pypdf").setLevel(logging.ERROR)
-
-# The same switches as browser_tests/conftest.py: no Google services, so every request comes from
-# the page.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 PRINT_CSS = """
 @page { size: A4; }
