@@ -11,12 +11,16 @@ INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard setup.py csrc/*.c cs
 NOTEBOOKS := $(wildcard book/*.ipynb)
 JB_FLAGS := -W -n --keep-going
 
-.PHONY: help install book test lint pytest sanitize nbval html browser lab bench clean
+.PHONY: help install html pdf book test lint pytest sanitize nbval test-html test-pdf browser \
+  pdf-test package-test lab bench clean
 
 help:
-	@echo "make book   create $(VENV), install, compile, execute every notebook, render _build/html"
-	@echo "make test   everything CI checks: ruff, pytest, nbval, a warning-free book build,"
-	@echo "           then headless Chromium reads every page (screenshots in _build/screenshots/)"
+	@echo "make book   create $(VENV), install, compile, execute the notebooks (jupyter-cache:"
+	@echo "           only those that changed), render _build/html and the PDF (make pdf)"
+	@echo "make test   everything CI checks: ruff, pytest, sanitizers, nbval, a warning-free book"
+	@echo "           build and its PDF, headless Chromium reading every page (screenshots in"
+	@echo "           _build/screenshots/), the PDF read back, the sdist and wheel installed"
+	@echo "make pdf    the whole book as one PDF: _build/pdf/$(PDF_NAME)"
 	@echo "make lab    JupyterLab on the repository with softmax_grad importable"
 	@echo "make bench  benchmarks, JSON into bench/results/"
 	@echo "make clean  remove $(VENV), _build and caches"
@@ -33,9 +37,48 @@ $(STAMP): $(BIN)/python $(INSTALL_INPUTS)
 
 install: $(STAMP)
 
-book: $(STAMP)
-	@echo "==> executing every notebook and building the HTML book into _build/html"
+# --- the book -------------------------------------------------------------------------------
+# make book executes the notebooks through jupyter-cache (_config.yml: execute_notebooks: cache):
+# a notebook whose code cells are unchanged is not executed again, so a second build only renders.
+# jupyter-cache knows only the notebook's code, not what it imports or reads, so whenever one of
+# EXEC_INPUTS changes (the library, the kernels, the benchmark JSON chapters read, the installed
+# versions) the cache and Sphinx's environment are dropped and every notebook runs again.
+EXEC_INPUTS := $(STAMP) $(shell find lib/softmax_grad -name '*.py' 2>/dev/null) \
+  $(wildcard csrc/*.c csrc/*.h) $(shell find bench/results -type f 2>/dev/null)
+EXEC_STAMP := _build/.exec-inputs
+# Everything the rendered book (HTML and PDF) is made from.
+BOOK_SOURCES := _config.yml _toc.yml $(NOTEBOOKS) $(wildcard book/*.md book/*.bib _ext/*.py) \
+  $(EXEC_STAMP)
+PDF_NAME := softmax-grad-book.pdf
+
+$(EXEC_STAMP): $(EXEC_INPUTS)
+	@echo "==> library, kernels, benchmark data or environment changed: notebooks will re-execute"
+	rm -rf _build/.jupyter_cache _build/.doctrees
+	@mkdir -p $(@D) && touch $@
+
+# Always runs; Sphinx re-reads only changed pages and jupyter-cache executes only changed notebooks.
+html: $(STAMP) $(EXEC_STAMP)
+	@echo "==> building the HTML book into _build/html (notebooks executed through jupyter-cache)"
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
+
+# The whole book as one PDF: the single-page HTML build (same doctrees, so nothing is read or
+# executed again) printed by headless Chromium (tools/book_pdf.py), then copied into the site,
+# whose pages link to it from their download menu. $(call book_pdf,BUILD_DIR,JUPYTER_BOOK_ARGS)
+define book_pdf
+	@echo "==> the whole book as one page ($(1)/singlehtml), printed to $(1)/pdf/$(PDF_NAME)"
+	$(BIN)/jupyter-book build . --builder singlehtml $(2) $(JB_FLAGS)
+	@chromium="$$(tools/ensure-tool chromium)"; set -x; \
+	  $(BIN)/python tools/book_pdf.py $(1)/singlehtml $(1)/pdf/$(PDF_NAME) --chromium "$$chromium"
+endef
+
+_build/pdf/$(PDF_NAME): $(STAMP) $(BOOK_SOURCES) tools/book_pdf.py
+	$(call book_pdf,_build)
+
+pdf: html _build/pdf/$(PDF_NAME)
+	cp _build/pdf/$(PDF_NAME) _build/html/$(PDF_NAME)
+	@echo "==> $(CURDIR)/_build/pdf/$(PDF_NAME) (also in the site: _build/html/$(PDF_NAME))"
+
+book: html pdf
 	@echo "==> open _build/html/index.html"
 
 lint: $(STAMP)
@@ -71,20 +114,51 @@ else
 	$(BIN)/python -m pytest --nbval -p no:randomly book/
 endif
 
-html: book
+# --- what make test builds and checks ---------------------------------------------------------
+# nbval has just executed every notebook and found its outputs equal to the committed ones, so the
+# test build renders those committed outputs (execute_notebooks: off) instead of executing every
+# notebook a second time; it is otherwise the reader's build (-W -n: any warning fails it). It goes
+# to its own tree, $(TEST_BUILD), so the reader's _build/html and its jupyter-cache stay as they are.
+TEST_BUILD := _build/test
+TEST_CONFIG := $(TEST_BUILD)/_config.yml
+TEST_HTML := $(TEST_BUILD)/_build/html
 
-# Headless Chromium (Debian package, driven by Playwright) opens every page of the built book:
-# math typeset, images load, links and anchors resolve, no console errors, no request leaves
+$(TEST_CONFIG): _config.yml tools/committed_config.py
+	@mkdir -p $(@D)
+	$(BIN)/python tools/committed_config.py _config.yml $@
+
+test-html: $(STAMP) $(TEST_CONFIG)
+	@echo "==> building the book from the outputs nbval confirmed (no execution) into $(TEST_HTML)"
+	$(BIN)/jupyter-book build . --config $(TEST_CONFIG) --path-output $(TEST_BUILD) $(JB_FLAGS)
+
+test-pdf: test-html
+	$(call book_pdf,$(TEST_BUILD)/_build,--config $(TEST_CONFIG) --path-output $(TEST_BUILD))
+	cp $(TEST_BUILD)/_build/pdf/$(PDF_NAME) $(TEST_HTML)/$(PDF_NAME)
+
+# The PDF read back by poppler (pdftotext, pdfimages; tools/ensure-tool finds or installs them):
+# page count, chapter titles, contents, no raw TeX, every notebook figure, internal links.
+pdf-test: test-pdf
+	@poppler="$$(tools/ensure-tool poppler)"; set -x; \
+	  PATH="$$poppler:$$PATH" BOOK_PDF=$(TEST_BUILD)/_build/pdf/$(PDF_NAME) \
+	    $(BIN)/python -m pytest -p no:randomly release_tests/test_book_pdf.py
+
+# python -m build makes the sdist and the wheel; each is installed in a fresh venv outside the
+# repository (the sdist compiled from scratch) and softmax_grad.native is checked there.
+package-test: $(STAMP)
+	@echo "==> building the sdist and the wheel, installing each into a fresh venv"
+	$(BIN)/python -m pytest -p no:randomly release_tests/test_package.py
+
+# Headless Chromium, driven by Playwright, opens every page of the built book: math typeset,
+# images load, links, anchors and download links resolve, no console errors, no request leaves
 # localhost, search finds results; one screenshot per page goes to _build/screenshots/.
-CHROMIUM ?= /usr/bin/chromium
-browser: $(STAMP)
-	@test -x $(CHROMIUM) || { echo "error: the browser test needs Chromium at $(CHROMIUM)." \
-	  "Install it with: sudo apt-get install chromium (Debian), or pass CHROMIUM=/path/to/chromium" >&2; \
-	  exit 1; }
-	@echo "==> headless Chromium reads every page of _build/html"
-	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest browser_tests
+# tools/ensure-tool finds a browser or installs one (CHROMIUM=/path chooses it).
+browser: $(STAMP) test-pdf
+	@chromium="$$(tools/ensure-tool chromium)"; \
+	  echo "==> headless Chromium ($$chromium) reads every page of $(TEST_HTML)"; set -x; \
+	  CHROMIUM="$$chromium" BOOK_HTML_DIR=$(TEST_HTML) BOOK_SCREENSHOT_DIR=_build/screenshots \
+	    $(BIN)/python -m pytest browser_tests
 
-test: lint pytest sanitize nbval html browser
+test: lint pytest sanitize nbval test-html test-pdf browser pdf-test package-test
 	@echo "==> make test: all checks passed"
 
 # --allow-root only when make runs as root (containers), where Jupyter refuses to start without it.

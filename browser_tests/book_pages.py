@@ -14,6 +14,19 @@ from urllib.parse import unquote, urlsplit
 _ASSET_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
+# These switches keep the browser (whichever tools/ensure-tool found) from contacting Google
+# services by itself (updates, sync, field trials), so every request it makes comes from the page
+# under test. headless=True adds --headless. tools/book_pdf.py launches it the same way.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 # Text that only appears on screen when math was not typeset (outside code blocks): display
 # delimiters, inline \( \) and \[ \] delimiters, environments, or $...$ around a TeX command.
 RAW_MATH = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$")
@@ -84,6 +97,7 @@ class PageReport:
     failed_requests: list[str] = field(default_factory=list)
     external_requests: list[str] = field(default_factory=list)
     requests: int = 0
+    downloads: dict = field(default_factory=dict)
     screenshot: Path | None = None
 
 
@@ -222,6 +236,25 @@ def alt_problem(img: dict) -> str | None:
     return None
 
 
+# The download menu's links (sphinx-book-theme, plus _ext/book_pdf.py's whole-book PDF), each
+# fetched as the browser would: status, size and first bytes.
+_DOWNLOADS_JS = """
+async () => {
+  const out = {};
+  for (const [key, sel] of [['book_pdf', '.btn-download-book-pdf-button'],
+                            ['source', '.btn-download-source-button']]) {
+    const a = document.querySelector(sel);
+    if (!a) continue;
+    const r = await fetch(a.href);
+    const bytes = new Uint8Array(await r.arrayBuffer());
+    out[key] = {href: a.getAttribute('href'), status: r.status, size: bytes.length,
+                head: new TextDecoder().decode(bytes.slice(0, 200))};
+  }
+  return out;
+}
+"""
+
+
 def check_links(report: PageReport, links: list[dict], base_url: str, html_dir: Path) -> None:
     origin = urlsplit(base_url).netloc
     for link in links:
@@ -260,6 +293,7 @@ def read_page(browser, base_url: str, html_dir: Path, page_path: str, shots: Pat
                 report.images_without_alt.append(f"{img['src']}: {problem}")
 
         check_links(report, page.evaluate(_LINKS_JS), base_url, html_dir)
+        report.downloads = page.evaluate(_DOWNLOADS_JS)
 
         report.screenshot = shots / Path(page_path).with_suffix(".png")
         report.screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -24,22 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from .book_pages import PageReport, content_pages, read_page
+from .book_pages import CHROMIUM_ARGS, PageReport, content_pages, read_page
 
 REPO = Path(__file__).resolve().parent.parent
-
-# Playwright's own browser download cannot work here, so it drives the Debian chromium. These
-# switches keep that browser from contacting Google services by itself (updates, sync, field
-# trials), so every request it makes comes from the page under test. headless=True adds --headless.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def pytest_addoption(parser):

@@ -67,6 +67,24 @@ def test_internal_links_and_anchors_resolve(page_path, reports):
     assert not r.broken_links, f"broken links on {page_path}:{_listing(r.broken_links)}"
 
 
+def test_download_menu_offers_the_book_pdf_and_the_page_source(page_path, reports):
+    """Every page of the book (those in _toc.yml) has a download menu whose links resolve: the
+    whole book as one PDF, and the page's own source, the .ipynb for a chapter notebook."""
+    toc_pages = {f"{re.sub(r'[.](md|ipynb)$', '', f)}.html" for f in _toc_files(_toc())}
+    r = reports(page_path)
+    if page_path not in toc_pages:
+        return  # generated pages (search, index) have no source and no download menu
+    pdf, source = r.downloads.get("book_pdf"), r.downloads.get("source")
+    assert pdf, f"{page_path}: no link to the book's PDF in the download menu"
+    assert pdf["status"] == 200 and pdf["head"].startswith("%PDF-"), (page_path, pdf)
+    assert pdf["size"] > 100_000, (page_path, pdf["size"])
+    assert source and source["status"] == 200, (page_path, source)
+    notebook = REPO / Path(page_path).with_suffix(".ipynb")
+    if notebook.is_file():
+        assert source["href"].endswith(notebook.name), (page_path, source["href"])
+        assert '"nbformat"' in source["head"] or '"cells"' in source["head"], source["head"]
+
+
 def test_no_console_errors(page_path, reports):
     r = reports(page_path)
     problems = r.console_errors + r.failed_requests
@@ -102,9 +120,12 @@ def _toc_files(node) -> list[str]:
     return found
 
 
+def _toc() -> dict:
+    return yaml.safe_load((REPO / "_toc.yml").read_text())
+
+
 def test_every_toc_entry_was_built(html_dir):
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = _toc_files(toc)
+    files = _toc_files(_toc())
     assert files, "_toc.yml lists no pages"
     missing = [
         f
