@@ -541,6 +541,258 @@ def test_threads_give_bitwise_identical_results(isa, dtype):
             np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_thread_count_gives_the_same_bits(isa, dtype):
+    # Odd row counts: blocks of unequal size, and more blocks than the machine has CPUs. The
+    # elementwise floor splits anywhere (at cache-line multiples), so any count of elements.
+    rng = np.random.default_rng(13)
+    for rows, n in [(1, 77), (5, 1000), (9, 33), (13, 257), (31, 5)]:
+        y, dy = vjp_inputs(rng, (rows, n), dtype)
+        x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
+        vjp1 = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        fwd1 = native.softmax(x, isa=isa, threads=1)
+        quad1 = native.jacobian_product_quadratic(y, dy, isa=isa, threads=1)
+        assert_within(vjp1, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} {rows}x{n}")
+        for threads in (2, 3, 4):
+            msg = f"{isa} {rows}x{n} threads={threads}"
+            np.testing.assert_array_equal(
+                native.softmax_vjp(y, dy, isa=isa, threads=threads), vjp1, msg
+            )
+            np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1, msg)
+            np.testing.assert_array_equal(
+                native.jacobian_product_quadratic(y, dy, isa=isa, threads=threads), quad1, msg
+            )
+            np.testing.assert_array_equal(
+                native.stream_add(y, dy, isa=isa, threads=threads), y + dy, msg
+            )
+
+
+def test_many_calls_with_varying_thread_counts_stay_correct():
+    # The pool hands each call's blocks to whichever threads claim them, grows when a call asks
+    # for more threads than it has, and must never mix two calls' blocks.
+    rng = np.random.default_rng(14)
+    cases = []
+    for _ in range(12):
+        rows, n = int(rng.integers(1, 40)), int(rng.integers(1, 300))
+        dtype = DTYPES[int(rng.integers(0, 2))]
+        y, dy = vjp_inputs(rng, (rows, n), dtype)
+        cases.append((y, dy, native.softmax_vjp(y, dy, threads=1), native.softmax(dy, threads=1)))
+    for _ in range(400):
+        y, dy, vjp1, fwd1 = cases[int(rng.integers(0, len(cases)))]
+        threads = int(rng.integers(1, 7))
+        np.testing.assert_array_equal(native.softmax_vjp(y, dy, threads=threads), vjp1)
+        np.testing.assert_array_equal(native.softmax(dy, threads=threads), fwd1)
+    assert native._pool_workers() >= 5  # grown at least to the largest call's needs, 6 - 1
+
+
+def test_concurrent_callers_get_their_own_results():
+    # cffi releases the GIL during a call, so Python threads really call the C library at the
+    # same time: one uses the pool, the others find it busy and run their blocks inline.
+    import threading
+
+    rng = np.random.default_rng(15)
+    inputs = [vjp_inputs(rng, (17, 300), np.float32) for _ in range(4)]
+    expected = [native.softmax_vjp(y, dy, threads=1) for y, dy in inputs]
+    failures = []
+
+    def worker(k):
+        y, dy = inputs[k]
+        for i in range(200):
+            out = native.softmax_vjp(y, dy, threads=1 + (i + k) % 3)
+            if not np.array_equal(out, expected[k]):
+                failures.append((k, i))
+
+    callers = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert failures == []
+
+
+def _wait_for_child(pid: int, timeout: float) -> int:
+    """The exit code of the forked child ``pid``; kills it and fails if it runs past ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail(f"the forked child did not finish within {timeout} s (a deadlock in the pool?)")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_child_starts_its_own_pool():
+    # After the parent has used the pool, a forked child has none of its threads (fork copies
+    # only the calling thread). The pool must notice: the child starts workers of its own on its
+    # first multithreaded call, and gets the same bits as the parent.
+    rng = np.random.default_rng(16)
+    y, dy = vjp_inputs(rng, (64, 1000), np.float64)
+    expected = native.softmax_vjp(y, dy, threads=3)
+    assert native._pool_workers() >= 2
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only, never return into pytest
+        code = 1
+        try:
+            before = native._pool_workers()
+            ok = all(
+                np.array_equal(native.softmax_vjp(y, dy, threads=t), expected) for t in (3, 2, 4)
+            )
+            code = 0 if ok and before == 0 and native._pool_workers() >= 2 else 2 + (before != 0)
+        finally:
+            os._exit(code)
+    assert _wait_for_child(pid, 60) == 0, "child: 2 = wrong result or no workers, 3 = pool kept"
+    # and the parent's pool still works
+    np.testing.assert_array_equal(native.softmax_vjp(y, dy, threads=2), expected)
+
+
+def test_interpreter_exit_with_live_workers_does_not_hang():
+    # Workers are detached and never joined: exit must not wait for them, whether they are
+    # spinning (exit right after a call) or asleep on the condition variable (after a pause).
+    # The child loads the very extension module these tests use (the sanitized one under
+    # `make sanitize`).
+    module = native._native
+    code = f"""
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location({module.__name__!r}, {module.__file__!r})
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+sys.modules["softmax_grad._native"] = mod
+import numpy as np
+from softmax_grad import native
+assert native._native is mod
+native.THREAD_THRESHOLD_BYTES = 1
+x = np.random.default_rng(0).normal(size=(64, 500))
+y = native.softmax(x, threads=4)
+assert native._pool_workers() == 3
+np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-12)
+time.sleep(float(sys.argv[1]))
+print("done")
+"""
+    for pause in ("0", "0.05"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, pause], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+
+
+# ---- the fast path -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_path_calls(monkeypatch):
+    """A list that gets one entry per call that took native._slow (the validating path)."""
+    calls = []
+    slow = native._slow
+
+    def counted(*args):
+        calls.append(args[0].names)
+        return slow(*args)
+
+    monkeypatch.setattr(native, "_slow", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_only_inputs_take_the_fast_path(dtype, slow_path_calls):
+    rng = np.random.default_rng(17)
+    y, dy = vjp_inputs(rng, (6, 45), dtype)
+    x = rng.normal(size=(6, 45)).astype(dtype)
+    expected = (
+        native.softmax_vjp(y, dy),
+        native.softmax(x),
+        native.jacobian_product_quadratic(y, dy),
+        native.stream_add(y, dy),
+    )
+    for arr in (y, dy, x):
+        arr.flags.writeable = False
+    out = np.empty_like(y)
+    results = (
+        native.softmax_vjp(y, dy),
+        native.softmax(x),
+        native.jacobian_product_quadratic(y, dy),
+        native.stream_add(y, dy),
+        native.softmax_vjp(y, dy, out=out, threads=2),
+    )
+    assert slow_path_calls == []
+    for got, want in zip(results, (*expected, expected[0]), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # the results against independent references, too
+    assert_within(results[0], vjp_reference(y, dy), vjp_bound(y, dy, dtype), "read-only")
+    assert_softmax_close(results[1], x, dtype, "read-only")
+    np.testing.assert_array_equal(results[3], y + dy)
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass: np.asarray turns it into a plain view of the same memory."""
+
+
+def test_what_takes_the_slow_path(slow_path_calls):
+    # Everything the fast path does not recognise goes to _slow, which copies or raises; the
+    # results are the fast path's.
+    rng = np.random.default_rng(18)
+    y, dy = vjp_inputs(rng, (4, 40), np.float32)
+    want = native.softmax_vjp(y, dy)
+    assert slow_path_calls == []
+    raw = np.zeros(y.nbytes + 1, np.uint8)
+    ym = np.frombuffer(raw.data, np.float32, count=y.size, offset=1).reshape(y.shape)
+    raw[1:] = y.view(np.uint8).ravel()
+    ys = np.repeat(y, 2, axis=1)[:, ::2]
+    for label, call in [
+        ("misaligned", lambda: native.softmax_vjp(ym, dy)),  # C says SG_BAD_ALIGNMENT
+        ("strided", lambda: native.softmax_vjp(ys, dy)),  # ffi.from_buffer refuses it
+        ("subclass", lambda: native.softmax_vjp(y.view(_Sub), dy)),
+        ("np.int64 threads", lambda: native.softmax_vjp(y, dy, threads=np.int64(2))),
+    ]:
+        got = call()
+        assert slow_path_calls[-1] == ("y", "dy"), label
+        if label in ("misaligned", "strided"):  # copies at other addresses: within the bound
+            assert_within(got, vjp_reference(y, dy), vjp_bound(y, dy, np.float32), label)
+        else:
+            np.testing.assert_array_equal(got, want, label)
+    assert len(slow_path_calls) == 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_c_entry_points_refuse_misaligned_and_overlapping_pointers(dtype):
+    # The fast path relies on these statuses (softmax_grad.h: SG_BAD_ALIGNMENT, SG_OVERLAP):
+    # the C library must refuse before any kernel reads or writes.
+    ffi, lib = native._ffi, native._lib
+    suffix = "f32" if dtype == np.float32 else "f64"
+    ct = ffi.typeof("float *" if dtype == np.float32 else "double *")
+    vjp, fwd = getattr(lib, f"sg_softmax_vjp_{suffix}"), getattr(lib, f"sg_softmax_{suffix}")
+    add = getattr(lib, f"sg_stream_add_{suffix}")
+    item = np.dtype(dtype).itemsize
+    buf = np.zeros(64 * item + 1, np.uint8)
+    mis = ffi.cast(ct, int(ffi.cast("uintptr_t", ffi.from_buffer(buf))) + 1)
+    a = np.ones(16, dtype)
+    b = np.ones(16, dtype)
+    out = np.full(16, -7.0, dtype)
+    pa, pb, po = (ffi.from_buffer(ct, v) for v in (a, b, out))
+    assert vjp(mis, pb, po, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert vjp(pa, pb, mis, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert fwd(mis, po, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert add(pa, mis, po, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert vjp(pa, pb, pa + 15, 2, 8, 0, 1) == lib.SG_OVERLAP  # one element shared
+    assert vjp(pa, pb, pb - 15, 2, 8, 0, 1) == lib.SG_OVERLAP
+    assert fwd(pa, pa + 3, 2, 8, 0, 2) == lib.SG_OVERLAP
+    assert add(pa, pb, pa, 1, 16, 0, 1) == lib.SG_OVERLAP
+    np.testing.assert_array_equal(out, -7.0)  # nothing was written
+    assert vjp(pa, pb, po, 2, 8, 0, 0) == lib.SG_BAD_THREADS
+    assert vjp(pa, ffi.NULL, po, 2, 8, 0, 1) == lib.SG_BAD_POINTER
+    assert vjp(pa, pb, po, 2, 8, 7, 1) == lib.SG_BAD_ISA
+    # adjacent, not overlapping; and empty calls are fine whatever the pointers
+    ab = np.zeros(32, dtype)
+    pab = ffi.from_buffer(ct, ab)
+    assert add(pab, pb, pab + 16, 1, 16, 0, 1) == lib.SG_OK
+    assert vjp(mis, mis, mis, 0, 8, 0, 1) == lib.SG_OK
+
+
 def test_default_threads_rule(monkeypatch):
     monkeypatch.setattr(native, "THREAD_THRESHOLD_BYTES", REAL_THREAD_THRESHOLD)
     step = REAL_THREAD_THRESHOLD
