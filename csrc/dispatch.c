@@ -42,9 +42,13 @@ static int sg_detect(void)
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
     if (avx2 && fma)
         mask |= 1 << SG_ISA_AVX2;
+#ifdef SG_HAVE_AVX512
     /* opmask, upper ZMM0-15 and ZMM16-31 state (bits 5-7), on top of SSE and AVX */
     if (avx2 && fma && avx512f && (xcr0 & 0xe6) == 0xe6)
         mask |= 1 << SG_ISA_AVX512;
+#else
+    (void)avx512f; /* built without the AVX-512 path (SG_NO_AVX512) */
+#endif
     return mask;
 }
 #else
@@ -70,8 +74,10 @@ static const struct sg_kernels *sg_table(int isa)
 #if defined(__x86_64__) || defined(_M_X64)
     case SG_ISA_AVX2:
         return &sg_kernels_avx2;
+#ifdef SG_HAVE_AVX512
     case SG_ISA_AVX512:
         return &sg_kernels_avx512;
+#endif
 #endif
     default:
         return &sg_kernels_scalar;

@@ -998,6 +998,43 @@ def test_import_needs_no_compiler():
     assert native._native.__file__.endswith(".so")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="builds with gcc, reads ELF")
+def test_build_without_avx512(tmp_path):
+    # SG_NO_AVX512 (what _native_build.py defines when SG_NO_AVX512=1 is in the environment):
+    # kernels_avx512.c compiles to nothing -- no intrinsics needed -- and dispatch never offers
+    # the path, whatever the CPU. Compiled at -O1 to keep the test quick.
+    import ctypes
+    import importlib.util
+
+    from tests.native_sanitized import build
+
+    name = "_sg_native_no_avx512"
+    so = build(tmp_path, module=name, flags=("-O1",), macros=(("SG_NO_AVX512", "1"),))
+    spec = importlib.util.spec_from_file_location(name, so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ffi, lib = module.ffi, module.lib
+    mask = lib.sg_available_isas()
+    assert mask == native._MASK & ~(1 << 2), (bin(mask), bin(native._MASK))
+    assert not hasattr(ctypes.CDLL(str(so)), "sg_kernels_avx512")
+    if sys.maxsize > 2**32 and os.uname().machine == "x86_64":  # the shipped build has it
+        assert hasattr(ctypes.CDLL(native._native.__file__), "sg_kernels_avx512")
+    # and the build works: the VJP of its best path equals the shipped module's
+    y, dy = vjp_inputs(np.random.default_rng(19), (3, 37), np.float32)
+    out = np.empty_like(y)
+    ct = ffi.typeof("float *")
+    pointers = [ffi.from_buffer(ct, v) for v in (y, dy, out)]
+    best = mask.bit_length() - 1
+    assert lib.sg_softmax_vjp_f32(*pointers, 3, 37, best, 1) == 0
+    assert lib.sg_softmax_vjp_f32(*pointers, 3, 37, 2, 1) == lib.SG_BAD_ISA
+    np.testing.assert_array_equal(out, native.softmax_vjp(y, dy, isa=native.ALL_ISAS[best]))
+    # the environment switch the shipped build reads
+    from softmax_grad import _native_build
+
+    assert _native_build.macros({"SG_NO_AVX512": "1"}) == (("SG_NO_AVX512", "1"),)
+    assert _native_build.macros({"SG_NO_AVX512": "0"}) == _native_build.macros({}) == ()
+
+
 def test_missing_extension_says_how_to_build():
     code = (
         "import sys; sys.modules['softmax_grad._native'] = None\n"

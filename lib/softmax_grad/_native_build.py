@@ -8,7 +8,8 @@ lines dropped), so the header is the one place that declares it. One compile ser
 CPU: the AVX2 and AVX-512 files enable their instruction sets per function with
 ``__attribute__((target(...)))`` and run only after ``dispatch.c`` has checked the CPU; no
 ``-march=native``. On other architectures those files compile to nothing and only the scalar
-path exists.
+path exists; ``SG_NO_AVX512=1`` in the build's environment leaves out the AVX-512 path (see
+:func:`macros`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ COMPILE_ARGS = ("-O3", "-std=gnu11", "-ffp-contract=off", "-fno-strict-aliasing"
 LINK_ARGS = ("-pthread",)
 
 
+def macros(environ=os.environ) -> tuple:
+    """Preprocessor macros of the build: ``SG_NO_AVX512`` when the environment sets
+    ``SG_NO_AVX512`` to anything but ``""`` or ``"0"`` (for a compiler without AVX-512
+    intrinsics: ``csrc/kernels_avx512.c`` then compiles to nothing and ``isas()`` never offers
+    ``"avx512"``)."""
+    return (("SG_NO_AVX512", "1"),) if environ.get("SG_NO_AVX512", "0") not in ("", "0") else ()
+
+
 def cdef_source(header: Path = HEADER) -> str:
     """The header without its preprocessor lines: the declarations cffi parses."""
     lines = header.read_text().splitlines()
@@ -53,6 +62,7 @@ def make_ffi(module: str = MODULE) -> FFI:
         sources=[_relative(CSRC / name) for name in SOURCES],
         depends=[_relative(CSRC / name) for name in DEPENDS],
         include_dirs=[_relative(CSRC)],
+        define_macros=list(macros()),
         extra_compile_args=list(COMPILE_ARGS),
         extra_link_args=list(LINK_ARGS),
         libraries=["m"],
