@@ -417,3 +417,82 @@ def to_json(result) -> str:
         )
         + "\n"
     )
+
+
+def targets_markdown(result) -> str:
+    """The targets of a run as Markdown (for ``bench/README.md``): status, worst check, checks."""
+    git = result.get("git", {})
+    load = result.get("load_average", {})
+    during = [g["load"][0] for g in load.get("groups", [])] + [load.get("end", [None])[0]]
+    during = [v for v in during if v is not None]
+    isas = ", ".join(result["versions"]["native_isas"])
+    commit = (git.get("commit") or "unknown")[:10]
+    lines = [
+        f"Run of {result['created']} on `{result['machine']['hostname']}` "
+        f"({result['machine']['cpu_model']}, native ISAs {isas}), "
+        f"commit `{commit}`, dirty: {str(git.get('dirty')).lower()}, "
+        f"1-min load average {load.get('start', [0])[0]:.2f} at start"
+        + (f", {min(during):.2f} to {max(during):.2f} during the run" if during else "")
+        + f"; command `{' '.join(result['command'])}`.",
+        "",
+        "| target | status | worst check |",
+        "|---|---|---|",
+    ]
+    for t in result["targets"]:
+        w = t["worst"]
+        worst = "not measured"
+        if w is not None:
+            thr = "default" if w["threads"] is None else w["threads"]
+            worst = (
+                f"{w['value']:.2f}x (needs {t['checks'][0]['relation']} {w['threshold']:.2f}x) at "
+                f"{w['shape'][0]}x{w['shape'][1]} {w['dtype']}, threads {thr}"
+            )
+        lines.append(f"| {t['text']} | **{t['status']}** | {worst} |")
+    lines.append("")
+    for t in result["targets"]:
+        lines.append(f"<details><summary>{t['id']}: every check</summary>")
+        lines.append("")
+        lines.append("| shape | dtype | threads | value (medians) | value (minima) | pass |")
+        lines.append("|---|---|---|---:|---:|---|")
+        for c in t["checks"]:
+            thr = "default" if c["threads"] is None else c["threads"]
+            what = f" {c['variant']}" if "variant" in c else ""
+            what += f" (floor: {c['floor']})" if c.get("floor") else ""
+            v = "-" if c["value"] is None else f"{c['value']:.2f}x"
+            vm = "-" if c["value_from_min"] is None else f"{c['value_from_min']:.2f}x"
+            ok = {True: "yes", False: "**no**", None: "-"}[c["pass"]]
+            shape = f"{c['shape'][0]}x{c['shape'][1]}{what}"
+            lines.append(f"| {shape} | {c['dtype']} | {thr} | {v} | {vm} | {ok} |")
+        lines.append("")
+        lines.append("</details>")
+        lines.append("")
+    control = result.get("control") or []
+    if control:
+        lines += [
+            "Control (the same series alone in a fresh process, same rounds):",
+            "",
+            "| series | inside (us) | alone (us) | alone / inside | noise | agree |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for c in control:
+            noise = max(c["inside_noise"], c["alone_noise"])
+            lines.append(
+                f"| {c['op']} {c['impl']} threads={c['threads']} {c['shape'][0]}x{c['shape'][1]} "
+                f"{c['dtype']} | {c['inside_median_ns'] / 1e3:.1f} | "
+                f"{c['alone_median_ns'] / 1e3:.1f} | {c['ratio']:.3f} | {noise:.3f} | "
+                f"{'yes' if c['agree'] else '**no**'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+README_BEGIN = "<!-- targets: begin (written by python -m bench.run) -->"
+README_END = "<!-- targets: end -->"
+
+
+def replace_between(text: str, body: str, begin: str = README_BEGIN, end: str = README_END) -> str:
+    """``text`` with what lies between the ``begin`` and ``end`` marker lines set to ``body``."""
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"markers {begin!r} ... {end!r} not found in order")
+    return text[: i + len(begin)] + "\n" + body.rstrip("\n") + "\n" + text[j:]

@@ -277,6 +277,35 @@ def test_floors_targets_and_control_recorded(quick_result):
             if (x["op"], x["impl"], x["isa"], x["threads"], x["dtype"], x["variant"])
             == (c["op"], c["impl"], c["isa"], c["threads"], "float32", "out")
         )
-        assert c["inside_median_ns"] == pytest.approx(inside["median_ns"])
+        assert c["inside_median_ns"] == pytest.approx(inside["median_ns"], rel=1e-4)  # 0.01 ns
         assert len(c["alone_samples_ns"]) == inside["rounds"] == c["rounds"]
         assert isinstance(c["agree"], bool)
+
+
+def test_readme_section_is_replaced_between_its_markers():
+    text = f"head\n{results.README_BEGIN}\nold\nlines\n{results.README_END}\ntail\n"
+    new = results.replace_between(text, "new body\n")
+    assert new == f"head\n{results.README_BEGIN}\nnew body\n{results.README_END}\ntail\n"
+    with pytest.raises(ValueError, match="markers"):
+        results.replace_between("no markers here", "x")
+
+
+def test_targets_markdown_names_status_and_worst_check():
+    big = (1024, 1024)
+    cases = [
+        _case("vjp", "native", 100.0, big, isa="avx2"),
+        _case("floor", "floor", 80.0, big),  # 0.80 < 0.9
+    ]
+    r = {
+        "created": "2026-01-01T00:00:00+00:00",
+        "command": ["python", "-m", "bench.run"],
+        "machine": {"hostname": "h", "cpu_model": "cpu"},
+        "versions": {"native_isas": ["scalar", "avx2"]},
+        "git": {"commit": "0123456789abcdef", "dirty": False},
+        "load_average": {"start": [0.1, 0.1, 0.1], "groups": [], "end": [0.2, 0.1, 0.1]},
+        "targets": results.evaluate_targets(cases, ("scalar", "avx2"), [big], ["float32"], [1]),
+    }
+    text = results.targets_markdown(r)
+    assert "dirty: false" in text and "`0123456789`" in text
+    floor_line = next(line for line in text.splitlines() if "the floor" in line)
+    assert "**FAIL**" in floor_line and "0.80x (needs >= 0.90x) at 1024x1024 float32" in floor_line
