@@ -228,9 +228,8 @@ def versions_of(hellos: dict[str, dict]) -> dict[str, Any]:
     out["torch"] = torch[0]["torch"] if torch else None
     if torch:
         out["torch_cpu_capability"] = torch[0]["torch_cpu_capability"]
-        out["torch_parallel_info"] = torch[0]["torch_parallel_info"]
     out["workers"] = {
-        n: {k: h.get(k) for k in ("pid", "env", "torch_threads") if k in h}
+        n: {k: h[k] for k in ("pid", "env", "torch_threads", "torch_parallel_info") if k in h}
         for n, h in hellos.items()
     }
     return out

@@ -150,6 +150,10 @@ def test_agreement():
     assert a["agree"] is True
     b = results.agreement(inside, far)
     assert b["ratio"] == pytest.approx(1.10) and b["alone_noise"] == 0.0 and b["agree"] is False
+    # Constant samples: every bootstrap median is the constant, so the interval is a point.
+    c = results.agreement([100.0] * 5, [110.0] * 5)
+    assert c["ratio_ci95"] == [pytest.approx(1.10), pytest.approx(1.10)]
+    assert a["ratio_ci95"][0] <= a["ratio"] <= a["ratio_ci95"][1]
 
 
 def test_plan_separates_peers_by_process():
