@@ -190,28 +190,25 @@ def evaluate_targets(cases, isas, shapes, dtypes, threads) -> list[dict[str, Any
     def native(op, s, d, t):
         return ix.case(op, "native", s, d, t, nat)
 
-    def torch(op, s, d, t):
-        return ix.case(op, "torch", s, d, t)
+    def vs_torch(op, threshold, keep):
+        """Checks of PyTorch's time / native time >= threshold at the shapes ``keep`` accepts."""
+        return [
+            _check(s, d, t, ix.case(op, "torch", s, d, t), native(op, s, d, t), ">=", threshold)
+            for s, d, t in grid
+            if keep(s)
+        ]
 
     targets = [
         _target(
             "vjp_vs_torch",
             f"native VJP ({nat}) >= 1.0x PyTorch's torch._softmax_backward_data (default "
             "threading, its own process) at every shape from 64x10 up",
-            [
-                _check(s, d, t, torch("vjp", s, d, t), native("vjp", s, d, t), ">=", 1.0)
-                for s, d, t in grid
-                if batched(s)
-            ],
+            vs_torch("vjp", 1.0, batched),
         ),
         _target(
             "vjp_vs_torch_4096",
             f"native VJP ({nat}) >= 1.2x PyTorch at 4096x4096",
-            [
-                _check(s, d, t, torch("vjp", s, d, t), native("vjp", s, d, t), ">=", 1.2)
-                for s, d, t in grid
-                if s == (4096, 4096)
-            ],
+            vs_torch("vjp", 1.2, lambda s: s == (4096, 4096)),
         ),
     ]
     floor_checks = []
@@ -234,11 +231,7 @@ def evaluate_targets(cases, isas, shapes, dtypes, threads) -> list[dict[str, Any
             "softmax_vs_torch",
             f"native softmax ({nat}) >= 1.0x torch.softmax (default threading, its own process) "
             "at every shape >= 64x1000",
-            [
-                _check(s, d, t, torch("softmax", s, d, t), native("softmax", s, d, t), ">=", 1.0)
-                for s, d, t in grid
-                if at_least(s, 64, 1000)
-            ],
+            vs_torch("softmax", 1.0, lambda s: at_least(s, 64, 1000)),
         )
     )
     val_checks = []
