@@ -43,6 +43,9 @@ STREAMS = {"vjp": 3, "softmax": 2, "floor": 3}
 # Calls shorter than this get untimed calls before each sample (see Worker.rounds).
 WARM_CALL_NS = 5_000_000
 
+# Each turn of a worker starts with untimed rounds for at least this long (see Worker.rounds).
+SETTLE_NS = 20_000_000
+
 ALIGN = 64  # every buffer starts on a cache-line boundary, for every implementation alike
 
 
@@ -486,8 +489,10 @@ class Worker:
     def rounds(self, count: int, deadline_s: float, min_rounds: int) -> dict[str, Any]:
         """``count`` rounds (fewer, but at least ``min_rounds``, once ``deadline_s`` is spent).
 
-        The first round is untimed: it puts every series back into its steady state after
-        whatever ran on the machine before this worker was given the cores.
+        Untimed rounds come first, for at least ``SETTLE_NS``: they put every series back into
+        its steady state after whatever ran before this worker was given the cores, and outlast
+        the spinning of the previous worker's idle threads (libgomp's default, 300 000 spins,
+        about 3 ms and up to 5x that by its own estimate; the native pool's 200 us).
         """
         timers = [timer(s.stmt, s.ns) for s in self.series]
         gc_was_enabled = gc.isenabled()
@@ -495,8 +500,12 @@ class Worker:
         gc.disable()
         done = 0
         try:
-            for s, t in zip(self.series, timers, strict=True):
-                sample_ns(t, s.calls, s.warm)
+            settle_until = time.perf_counter_ns() + SETTLE_NS
+            while True:
+                for s, t in zip(self.series, timers, strict=True):
+                    sample_ns(t, s.calls, s.warm)
+                if time.perf_counter_ns() >= settle_until:
+                    break
             deadline = time.perf_counter() + deadline_s
             for r in range(count):
                 if r >= min_rounds and time.perf_counter() > deadline:

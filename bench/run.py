@@ -284,6 +284,7 @@ def main(argv=None) -> int:
             "threads": list(threads),
             "native_default_isa": nat,
             "workers": [w.name for w in workers],
+            "settle_ns": measure.SETTLE_NS,
             **cfg,
         },
         "method": {
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
             "timer": "timeit.Timer on a statement string with time.perf_counter_ns (gc off)",
             "interleaving": "within a worker each round samples every series once, in a fresh "
             "seeded random order; calls < 5 ms get untimed calls (a quarter of a batch) before "
-            "each sample; each turn starts with one untimed round",
+            "each sample; each turn starts with untimed rounds for at least 20 ms",
             "bytes": {
                 "vjp": "3 * rows * n * itemsize (read y, dy; write dx)",
                 "softmax": "2 * rows * n * itemsize (read x; write y)",
