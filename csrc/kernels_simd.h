@@ -85,7 +85,7 @@
 
 /* Elements before the first vector-aligned address of p (at most n): handled by one masked
  * operation, so that the loops after it never load or store across a cache-line boundary. */
-static inline size_t FN(head)(const T *p, size_t n)
+SG_TARGET static inline size_t FN(head)(const T *p, size_t n)
 {
     const size_t h = (size_t)((0u - (uintptr_t)p) % (W * sizeof(T))) / sizeof(T);
     return h < n ? h : n;

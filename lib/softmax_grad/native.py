@@ -3,9 +3,10 @@ r"""Compiled softmax kernels (scalar C, AVX2+FMA, AVX-512F), chosen at run time.
 The C code in ``csrc/`` is compiled into ``softmax_grad._native`` (cffi API mode) when the package
 is installed; importing this module never compiles anything. Every function here takes NumPy
 arrays whose **last axis** is the softmax axis, with any number of leading axes, in float32 or
-float64 (all arrays of one call share the dtype, and so does the result). This layer checks every
-argument before a pointer reaches C, copies inputs that are not C-contiguous and aligned, and
-never writes outside ``out``.
+float64 (all arrays of one call share the dtype, and so does the result). Every argument is
+checked before a kernel runs (two pointer checks, alignment and overlap, by the C entry points;
+see ``_run``); inputs that are not C-contiguous and aligned are copied, and nothing outside ``out``
+is ever written.
 
 ``isa`` picks the instruction-set path: one of :func:`isas` (``None`` = the best, the last one).
 ``threads`` is the most threads that may share the rows (``None`` = the usable CPUs; small calls
@@ -67,7 +68,7 @@ _from_buffer = _ffi.from_buffer
 #: Bytes a call moves (all its streams, weighted by the work per byte) per thread it may use:
 #: one thread below this, one more per further step (see :func:`default_threads`). Measured with
 #: the C worker pool; see bench/README.md, "Design measurements".
-THREAD_THRESHOLD_BYTES = 8 << 20
+THREAD_THRESHOLD_BYTES = 256 << 10
 try:
     _CPUS = len(os.sched_getaffinity(0))
 except AttributeError:  # pragma: no cover - not Linux
@@ -246,9 +247,9 @@ def _run(op: _Op, a, b, out, isa, threads) -> np.ndarray:
     ``ffi.from_buffer`` refuses arrays that are not C-contiguous (and a read-only ``out``), and
     the C entry point returns a status instead of running on a misaligned pointer or an ``out``
     that overlaps an input. Read-only inputs are fine. Anything else, and any nonzero status, goes
-    to :func:`_slow`, which copies what it must or raises the precise error. Each attribute read
-    costs tens of nanoseconds at 1x10, where the whole call costs about a microsecond, so nothing
-    is read twice and nothing is checked in Python that C or cffi checks anyway.
+    to :func:`_slow`, which copies what it must or raises the precise error. On small arrays an
+    attribute read costs as much as the kernel's work, so nothing is read twice and nothing is
+    checked in Python that C or cffi checks anyway.
     """
     if (
         type(a) is _ndarray
