@@ -429,6 +429,31 @@ def test_any_address_gives_correct_results(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_head_length_and_tail_length(isa, dtype):
+    # The VJP and the floor peel a masked head up to out's (and the VJP's dot product up to y's)
+    # vector boundary (FN(head) in kernels_simd.h), then full vectors, then a masked tail. Every
+    # element offset of out and of the inputs within a vector, times every length from 1 to
+    # 2W + 1, walks through every head and tail length, empty ones included.
+    w = WIDTH[isa][dtype]
+    rng = np.random.default_rng(20)
+    for n in range(1, 2 * w + 2):
+        y, dy = vjp_inputs(rng, (2, n), dtype)
+        expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
+        for in_off in range(w):
+            yo, dyo = _offset_copy(y, in_off), _offset_copy(dy, (in_off * 3) % w)
+            for out_off in (0, 1, w - 1):
+                buf, out = _guarded_out(2 * n + out_off, dtype)
+                out = out[out_off:].reshape(2, n)
+                msg = f"{isa} n={n} in_off={in_off} out_off={out_off}"
+                native.softmax_vjp(yo, dyo, out=out, isa=isa)
+                assert_within(out, expected, bound, msg)
+                native.stream_add(yo, dyo, out=out, isa=isa)
+                np.testing.assert_array_equal(out, y + dy, msg)
+                assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_fortran_inputs_are_copied(dtype):
     # Copies land at other addresses, so the VJP is checked against the bound (its summation
     # order follows y's alignment); the forward pass and the O(n^2) kernel are bitwise stable.
