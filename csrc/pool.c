@@ -33,6 +33,10 @@
 #ifndef SG_SPIN_NS
 #define SG_SPIN_NS 200000
 #endif
+/* Rounds of the spin that only pause (a few microseconds) before it starts yielding. */
+#ifndef SG_SPIN_PAUSES
+#define SG_SPIN_PAUSES 256
+#endif
 
 static struct {
     pthread_mutex_t submit; /* one job at a time; a caller that finds it taken runs inline */
@@ -92,17 +96,22 @@ static void sg_work(void)
     }
 }
 
-/* Spin, then sleep, until the ticket shows an unclaimed task. The sleepers count and the ticket
- * are both sequentially consistent: a worker raises `sleepers` and then reads the ticket, the
- * caller writes the ticket and then reads `sleepers`, so at least one of them sees the other and
- * no wake-up is lost. */
+/* Spin, then sleep, until the ticket shows an unclaimed task. The spin yields the CPU after its
+ * first SG_SPIN_PAUSES rounds: a worker that waits longer than a call's gap gives its core to any
+ * other runnable thread (oversubscribed pools, other processes) and still wakes within one
+ * scheduler round. The sleepers count and the ticket are both sequentially consistent: a worker
+ * raises `sleepers` and then reads the ticket, the caller writes the ticket and then reads
+ * `sleepers`, so at least one of them sees the other and no wake-up is lost. */
 static void sg_wait_for_work(void)
 {
     const int64_t start = sg_now_ns();
     for (unsigned i = 1;; ++i) {
         if (sg_has_work(atomic_load_explicit(&sg_pool.ticket, memory_order_relaxed)))
             return;
-        sg_cpu_relax();
+        if (i < SG_SPIN_PAUSES)
+            sg_cpu_relax();
+        else
+            sched_yield();
         if (i % 64 == 0 && sg_now_ns() - start > SG_SPIN_NS)
             break;
     }
