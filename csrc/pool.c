@@ -1,7 +1,7 @@
 /* pool.c: a persistent pool of worker threads, created lazily, reset in a fork() child.
  *
- * Starting and joining a POSIX thread per call costs tens of microseconds, more than a
- * medium-sized call takes, so workers are started once and kept. Between jobs a worker spins for
+ * Starting and joining a POSIX thread per call costs more than a medium-sized call takes
+ * (bench/README.md, "Design measurements"), so workers are started once and kept. Between jobs a worker spins for
  * SG_SPIN_NS (a call that follows soon finds it awake, as PyTorch's OpenMP threads are), then
  * sleeps on a condition variable until the next job.
  *

@@ -95,7 +95,8 @@ def _op(name: str, names: tuple, weight: int, elementwise: bool = False) -> _Op:
 
 # The pointer table: every C entry point this module calls.
 _VJP = _op("softmax_vjp", ("y", "dy"), 3)
-# The forward pass spends about 4x the VJP's time per byte (exp) over its 2 streams.
+# The forward pass costs more per byte than the VJP (its exp): 2 streams, each byte weighing 4
+# (bench/README.md, "Design measurements").
 _SOFTMAX = _op("softmax", ("x",), 2 * 4)
 _QUADRATIC = _op("jacobian_product_quadratic", ("y", "dy"), 0)
 _ADD = _op("stream_add", ("a", "b"), 3, elementwise=True)
