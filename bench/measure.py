@@ -492,7 +492,8 @@ class Worker:
         Untimed rounds come first, for at least ``SETTLE_NS``: they put every series back into
         its steady state after whatever ran before this worker was given the cores, and outlast
         the spinning of the previous worker's idle threads (libgomp's default, 300 000 spins,
-        about 3 ms and up to 5x that by its own estimate; the native pool's 200 us).
+        about 3 ms and up to 5x that by its own estimate; the native pool's idle workers wait up to
+        200 us, mostly yielding their core).
         """
         timers = [timer(s.stmt, s.ns) for s in self.series]
         gc_was_enabled = gc.isenabled()
