@@ -76,10 +76,16 @@ except AttributeError:  # pragma: no cover - not Linux
 
 
 class _Op(NamedTuple):
-    """One operation: its kernels and what the shared call path needs to know about it."""
+    """One operation: its kernels and what the shared call path needs to know about it.
 
-    f32: tuple  # (cffi pointer type, C function, itemsize) for float32 ...
-    f64: tuple  # ... and for float64
+    ``f32`` and ``f64`` come first, so the fast path reads them by index (a tuple index is
+    cheaper than a named field); each is ``(cffi pointer type, C function, work bytes per
+    element, itemsize)``, the work bytes being ``weight * itemsize`` (0 for the O(n^2) kernel,
+    whose work per element is ``n * itemsize``).
+    """
+
+    f32: tuple
+    f64: tuple
     names: tuple  # the argument names, for error messages: ("y", "dy") or ("x",)
     weight: int  # work per byte of one array, relative to the VJP's 3 streams; 0: n (O(n^2))
     elementwise: bool  # True: any element may start a thread's block; False: whole rows
@@ -90,7 +96,7 @@ _P32, _P64 = _ffi.typeof("float *"), _ffi.typeof("double *")
 
 def _op(name: str, names: tuple, weight: int, elementwise: bool = False) -> _Op:
     f32, f64 = getattr(_lib, f"sg_{name}_f32"), getattr(_lib, f"sg_{name}_f64")
-    return _Op((_P32, f32, 4), (_P64, f64, 8), names, weight, elementwise)
+    return _Op((_P32, f32, 4 * weight, 4), (_P64, f64, 8 * weight, 8), names, weight, elementwise)
 
 
 # The pointer table: every C entry point this module calls.
@@ -228,7 +234,7 @@ def _slow(op: _Op, a, b, out, isa, threads) -> np.ndarray:
         out = np.empty(first.shape, first.dtype)
     else:
         out = _check_out(out, first.shape, first.dtype, tuple(zip(names, arrays, strict=True)))
-    ct, fn, _ = op.f32 if first.itemsize == 4 else op.f64
+    ct, fn = (op.f32 if first.itemsize == 4 else op.f64)[:2]
     pointers = [_from_buffer(ct, v) for v in arrays]
     status = fn(*pointers, _from_buffer(ct, out, require_writable=True), rows, n, index, nthreads)
     if status:  # pragma: no cover - the checks above make this unreachable
@@ -252,24 +258,20 @@ def _run(op: _Op, a, b, out, isa, threads) -> np.ndarray:
     attribute read costs as much as the kernel's work, so nothing is read twice and nothing is
     checked in Python that C or cffi checks anyway.
     """
-    if (
-        type(a) is _ndarray
-        and (b is None or type(b) is _ndarray)
-        and (out is None or type(out) is _ndarray)
-    ):
+    if type(a) is _ndarray:
         dt = a.dtype
-        kernel = op.f32 if dt is _F32 else op.f64 if dt is _F64 else None
+        kernel = op[0] if dt is _F32 else op[1] if dt is _F64 else None
         shape = a.shape
         index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
         if (
             kernel is not None
-            and shape
             and index is not None
-            and (b is None or (b.dtype is dt and b.shape == shape))
+            and (b is None or (type(b) is _ndarray and b.dtype is dt and b.shape == shape))
+            and (out is None or (type(out) is _ndarray and out.dtype is dt and out.shape == shape))
             and (threads is None or (type(threads) is int and threads >= 1))
-            and (out is None or (out.dtype is dt and out.shape == shape))
+            and shape
         ):
-            ct, fn, itemsize = kernel
+            ct, fn, per_element, itemsize = kernel
             try:
                 pa = _from_buffer(ct, a)
                 pb = None if b is None else _from_buffer(ct, b)
@@ -282,11 +284,12 @@ def _run(op: _Op, a, b, out, isa, threads) -> np.ndarray:
             except (ValueError, TypeError, BufferError):
                 pass  # not C-contiguous, or out read-only: the slow path copies or raises
             else:
-                size, n = a.size, shape[-1]
+                size = a.size
+                n = shape[-1]
                 rows = size // n if n else 0
-                work = (op.weight or n) * itemsize * size
-                if work < THREAD_THRESHOLD_BYTES:
-                    t = 1  # default_threads' answer for every call below the threshold
+                work = size * (per_element or n * itemsize)
+                if work < THREAD_THRESHOLD_BYTES or threads == 1:
+                    t = 1  # default_threads' answer, without its arithmetic
                 else:
                     t = default_threads(work, size if op.elementwise else rows, threads)
                 if b is None:
