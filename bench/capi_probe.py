@@ -79,7 +79,7 @@ def statements(probe, native, torch, y, dy, out) -> dict:
         ("native", "alloc"): "vjp(y, dy)",
         ("native", "out"): "vjp(y, dy, out=out)",
         ("cffi-minimum", "alloc"): "bare_alloc(y, dy)",
-        ("cffi-minimum", "out"): "bare_out(y, dy, out)",
+        ("cffi-minimum", "out"): "bare_out(y, dy, out=out)",
         ("capi-probe", "alloc"): "probe(y, dy)",
         ("capi-probe", "out"): "probe(y, dy, out)",
     }

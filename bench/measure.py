@@ -264,28 +264,29 @@ def make_inputs(shape, dtype, seed: int = 0) -> dict[str, np.ndarray]:
 def cffi_minimum(native, variant: str):
     """``softmax_vjp`` reduced to what any cffi binding must do per call, and nothing else.
 
-    No validation at all: (for ``"alloc"``) allocate the result, turn the three arrays into
-    pointers with ``ffi.from_buffer``, call the best kernel on one thread. Its time is a lower
-    bound for a cffi-wrapped ``native.softmax_vjp`` on small inputs, which validation can only
-    add to. It reads ``softmax_grad.native``'s private ``_ffi``, ``_lib`` and ``_BEST``.
-    Returns ``f(y, dy)`` for ``"alloc"``, ``f(y, dy, out)`` for ``"out"``.
+    No validation at all: pick the kernel by dtype (one identity test), read the shape once,
+    (for ``"alloc"``) allocate the result, turn the three arrays into pointers with
+    ``ffi.from_buffer``, call the best kernel on one thread. Its time is a lower bound for a
+    cffi-wrapped ``native.softmax_vjp`` on small inputs, which validation can only add to. It
+    reads ``softmax_grad.native``'s private ``_ffi``, ``_lib`` and ``_BEST``. Returns
+    ``f(y, dy)`` for ``"alloc"``, ``f(y, dy, out=None)`` for ``"out"``: the same signature as
+    ``softmax_vjp``, so both are called with the same statement (``f(y, dy, out=out)``).
     """
     ffi, lib, isa = native._ffi, native._lib, native._BEST
-    fb, empty = ffi.from_buffer, np.empty
-    kernel = {
-        4: (ffi.typeof("float *"), lib.sg_softmax_vjp_f32),
-        8: (ffi.typeof("double *"), lib.sg_softmax_vjp_f64),
-    }
+    fb, empty, f32 = ffi.from_buffer, np.empty, np.dtype(np.float32)
+    k32 = (ffi.typeof("float *"), lib.sg_softmax_vjp_f32)
+    k64 = (ffi.typeof("double *"), lib.sg_softmax_vjp_f64)
 
     def vjp_alloc(y, dy):
-        ct, fn = kernel[y.itemsize]
-        out = empty(y.shape, y.dtype)
-        n = y.shape[-1]
+        dt, shape = y.dtype, y.shape
+        ct, fn = k32 if dt is f32 else k64
+        out = empty(shape, dt)
+        n = shape[-1]
         fn(fb(ct, y), fb(ct, dy), fb(ct, out), y.size // n, n, isa, 1)
         return out
 
-    def vjp_out(y, dy, out):
-        ct, fn = kernel[y.itemsize]
+    def vjp_out(y, dy, out=None):
+        ct, fn = k32 if y.dtype is f32 else k64
         n = y.shape[-1]
         fn(fb(ct, y), fb(ct, dy), fb(ct, out), y.size // n, n, isa, 1)
         return out
@@ -320,7 +321,7 @@ def bind(series: list[Series], arrays, native, torch) -> None:
                 stmt = f"f({args}, out=out, isa=isa, threads=t)"
         elif s.impl == "cffi-minimum":
             ns["f"] = cffi_minimum(native, s.variant)
-            stmt = "f(y, dy)" if s.variant == "alloc" else "f(y, dy, out)"
+            stmt = "f(y, dy)" if s.variant == "alloc" else "f(y, dy, out=out)"  # as native
         elif s.impl == "torch":
             ns.update(x=tx, y=ty, dy=tdy, out=tout, dt=ty.dtype)
             alloc = s.variant == "alloc"
