@@ -29,7 +29,8 @@
  *
  * The order of operations in a row depends only on n and on the row's address (the VJP peels a
  * masked head to reach vector alignment, so that no load in its loops straddles two cache lines;
- * bench/README.md, "Design measurements"). It never depends on which thread runs the row, so
+ * bench/README.md, "Design measurements"; rows shorter than SG_SHORT_VECTORS vectors do not peel,
+ * and their order depends on n only). It never depends on which thread runs the row, so
  * results are bitwise identical for any thread count. The forward pass does not peel: its cost is
  * the exp, and its result does not depend on the address either.
  */
@@ -192,12 +193,57 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
     return FN(dot_finish)(yn, dyn, j, n, s0, s1, s2, s3, narrow);
 }
 
+/* A row shorter than SG_SHORT_VECTORS vectors: its fixed cost (the masked head and tail
+ * operations of row_dot and row_scale, a masked store being slow on some CPUs) would outweigh its
+ * work, so it takes a path with no masked store and no alignment peel. The dot product: full
+ * vectors from the row's start into one accumulator, then a masked tail load. The output: full
+ * vectors, then, when n is not a multiple of W, one full vector ending at the row's last element,
+ * which rewrites the overlap with the very same values (out never overlaps y or dy); shorter than
+ * one vector, the output is written element by element. The order of operations depends on n
+ * only, not on the address, and the same call serves vjp and vjp_stream, so both variants and
+ * every thread split give the same bits. */
+#ifndef SG_SHORT_VECTORS
+#define SG_SHORT_VECTORS 8
+#endif
+
+SG_TARGET static inline void FN(row_short)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                           T *SG_RESTRICT out, size_t n)
+{
+    V s = VZERO;
+    size_t i = 0;
+    for (; i + W <= n; i += W)
+        s = VFMADD(VLOADU(y + i), VLOADU(dy + i), s);
+    if (i < n) {
+        const M tail = MTAIL(n - i);
+        s = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s);
+    }
+    const T dot = VHSUM(s);
+    if (n < W) {
+        for (size_t j = 0; j < n; ++j)
+            out[j] = y[j] * (dy[j] - dot);
+        return;
+    }
+    const V d = VSET1(dot);
+    for (i = 0; i + W <= n; i += W)
+        VSTOREU(out + i, VMUL(VLOADU(y + i), VSUB(VLOADU(dy + i), d)));
+    if (i < n)
+        VSTOREU(out + n - W, VMUL(VLOADU(y + n - W), VSUB(VLOADU(dy + n - W), d)));
+}
+
+/* Whether rows of n elements take row_short. */
+#define SG_SHORT_ROW(n) ((n) < SG_SHORT_VECTORS * W)
+
 /* Rows in cache: the two passes, one row after the other. */
 SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
     const T *SG_RESTRICT y = a;
     const T *SG_RESTRICT dy = b;
     T *SG_RESTRICT out = o;
+    if (SG_SHORT_ROW(n)) {
+        for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
+            FN(row_short)(y, dy, out, n);
+        return;
+    }
     for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
         FN(row_scale)(y, dy, out, n, FN(row_dot)(y, dy, n, 1), 1);
 }
@@ -210,6 +256,10 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
     T *SG_RESTRICT out = o;
     if (rows == 0)
         return;
+    if (SG_SHORT_ROW(n)) { /* the cache variant's rows: its bits, and no pipelining to gain */
+        FN(vjp)(a, b, o, rows, n);
+        return;
+    }
     T dot = FN(row_dot)(y, dy, n, 0);
     for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
         dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot, 0);
@@ -218,6 +268,7 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
 }
 
 #undef SG_DOT_4
+#undef SG_SHORT_ROW
 #undef SG_SCALE_1
 #undef SG_SCALE_4
 #undef SG_SCALE_NT_4

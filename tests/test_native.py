@@ -453,6 +453,72 @@ def test_every_head_length_and_tail_length(isa, dtype):
                 assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
 
 
+# Rows shorter than this many vectors take the SIMD VJP's short-row path (SG_SHORT_VECTORS in
+# csrc/kernels_simd.h): no alignment peel, no masked store, an order of operations set by n alone.
+SHORT_VECTORS = 8
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
+    # Every length from 1 to SHORT_VECTORS * W + 1 (below one vector: element-wise output; one
+    # vector and more: full vectors plus one overlapping vector; the last two lengths take the
+    # long-row path), inputs and out at several element offsets within a vector, 1, 3 and 64 rows.
+    w = WIDTH[isa][dtype]
+    rng = np.random.default_rng(21)
+    for n in range(1, SHORT_VECTORS * w + 2):
+        for rows in (1, 3, 64):
+            y, dy = vjp_inputs(rng, (rows, n), dtype)
+            expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
+            first = None
+            for in_off in (0, 1, w - 1):
+                yo, dyo = _offset_copy(y, in_off), _offset_copy(dy, (in_off * 3) % w)
+                for out_off in (0, 1):
+                    buf, out = _guarded_out(rows * n + out_off, dtype)
+                    out = out[out_off:].reshape(rows, n)
+                    msg = f"{isa} {rows}x{n} in_off={in_off} out_off={out_off}"
+                    native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=1)
+                    assert_within(out, expected, bound, msg)
+                    assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
+                    if first is None:
+                        first = out.copy()
+                    if n < SHORT_VECTORS * w or isa == "scalar":  # the order depends on n only
+                        np.testing.assert_array_equal(out, first, msg)
+                    for threads in (2, 3):
+                        np.testing.assert_array_equal(
+                            native.softmax_vjp(yo, dyo, isa=isa, threads=threads), out, msg
+                        )
+                    if rows > 1:  # a block of rows alone gives the bits it gives in the batch
+                        np.testing.assert_array_equal(
+                            native.softmax_vjp(yo[1:], dyo[1:], isa=isa), out[1:], msg
+                        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_short_rows_streaming_variant_matches(isa, dtype):
+    # Short rows above the 32 MiB streaming threshold: the streaming kernel hands them to the
+    # short-row path too, so the big call gives the bits of its blocks.
+    n = 10
+    rows = (32 << 20) // (3 * np.dtype(dtype).itemsize * n) + 5
+    rng = np.random.default_rng(22)
+    y, dy = vjp_inputs(rng, (rows, n), dtype)
+    big = native.softmax_vjp(y, dy, isa=isa, threads=1)
+    block = rows // 7 + 1
+    parts = np.concatenate(
+        [
+            native.softmax_vjp(y[k : k + block], dy[k : k + block], isa=isa)
+            for k in range(0, rows, block)
+        ]
+    )
+    np.testing.assert_array_equal(big, parts)
+    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=2), big)
+    sample = slice(0, rows, 101)
+    assert_within(
+        big[sample], vjp_reference(y[sample], dy[sample]), vjp_bound(y[sample], dy[sample], dtype)
+    )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_fortran_inputs_are_copied(dtype):
     # Copies land at other addresses, so the VJP is checked against the bound (its summation
