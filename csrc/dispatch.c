@@ -183,7 +183,7 @@ static int sg_check(const void *a, const void *b, int two, const void *out, size
 /* Calls moving more bytes than this (3 * rows * n * element size) stream from memory rather than
  * from cache, and take the row-pipelined VJP; both variants give bitwise identical results, so
  * the threshold only affects speed (measured: bench/README.md, "Design measurements"). */
-#define SG_STREAM_BYTES ((size_t)32 << 20)
+#define SG_STREAM_BYTES ((size_t)16 << 20)
 
 /* Whether a call over `count` elements of `elem` bytes takes the streaming variant: the VJP and
  * the floor switch at the same size, so they compare like with like at every size. */

@@ -37,6 +37,8 @@ WIDTH = {
     "avx512": {np.float32: 16, np.float64: 8},
 }
 LARGE_N = (257, 1000, 4099, 32003)
+# Calls moving more bytes than this take the streaming kernels (SG_STREAM_BYTES, csrc/dispatch.c).
+STREAM_BYTES = 16 << 20
 REAL_THREAD_THRESHOLD = native.THREAD_THRESHOLD_BYTES
 
 
@@ -207,15 +209,15 @@ def test_vjp_large_rows(isa, dtype, n):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
 def test_vjp_streaming_variant_matches_cache_variant(isa, dtype):
-    # Calls moving more than 32 MiB take the row-pipelined kernel (dispatch.c, SG_STREAM_BYTES);
+    # Calls moving more than STREAM_BYTES take the row-pipelined kernel (SG_STREAM_BYTES);
     # smaller calls take the row-by-row one. Row blocks below the threshold must give the very
     # same bits, and the big call must still satisfy the error bound.
     n = 4099  # odd: masked tails in both variants
     itemsize = np.dtype(dtype).itemsize
-    rows = (32 << 20) // (3 * itemsize * n) + 3
+    rows = STREAM_BYTES // (3 * itemsize * n) + 3
     rng = np.random.default_rng(10)
     y, dy = vjp_inputs(rng, (rows, n), dtype)
-    assert 3 * y.nbytes > 32 << 20
+    assert 3 * y.nbytes > STREAM_BYTES
     big = native.softmax_vjp(y, dy, isa=isa, threads=1)
     parts = np.concatenate(
         [native.softmax_vjp(y[k : k + 64], dy[k : k + 64], isa=isa) for k in range(0, rows, 64)]
@@ -497,10 +499,10 @@ def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
 def test_vjp_short_rows_streaming_variant_matches(isa, dtype):
-    # Short rows above the 32 MiB streaming threshold: the streaming kernel hands them to the
+    # Short rows above the streaming threshold: the streaming kernel hands them to the
     # short-row path too, so the big call gives the bits of its blocks.
     n = 10
-    rows = (32 << 20) // (3 * np.dtype(dtype).itemsize * n) + 5
+    rows = STREAM_BYTES // (3 * np.dtype(dtype).itemsize * n) + 5
     rng = np.random.default_rng(22)
     y, dy = vjp_inputs(rng, (rows, n), dtype)
     big = native.softmax_vjp(y, dy, isa=isa, threads=1)
@@ -1149,7 +1151,7 @@ def test_vjp_streaming_variant_any_alignment(isa, dtype):
     itemsize = np.dtype(dtype).itemsize
     rng = np.random.default_rng(11)
     for n, out_off, in_off in [(37, 1, 0), (1000, 3, 5), (4099, 0, 2)]:
-        rows = (32 << 20) // (3 * itemsize * n) + 2
+        rows = STREAM_BYTES // (3 * itemsize * n) + 2
         size = rows * n
         base = rng.random(size + 8).astype(dtype)
         y = base[in_off : in_off + size].reshape(rows, n)
@@ -1177,7 +1179,7 @@ def test_stream_add_streaming_variant_any_alignment(isa, dtype):
     # after a masked head: any element offset of out and of the inputs must still give exactly
     # a + b, split over 1 or 2 threads, without writing outside out.
     itemsize = np.dtype(dtype).itemsize
-    size = (32 << 20) // (3 * itemsize) + 1001  # odd: a masked tail as well
+    size = STREAM_BYTES // (3 * itemsize) + 1001  # odd: a masked tail as well
     rng = np.random.default_rng(12)
     base = rng.random(size + 8).astype(dtype)
     b = rng.random(size).astype(dtype)

@@ -431,7 +431,7 @@ def stream_add(a, b, out=None, isa=None, threads=None) -> np.ndarray:
     Reads two arrays and writes one, the same three streams of the same size as
     :func:`softmax_vjp`, with the least possible work per element: its time is the memory-bound
     limit a VJP of the same shape can approach. It moves its bytes the way :func:`softmax_vjp`
-    does (the output aligned by a masked head; above the same 32 MiB threshold, non-temporal
+    does (the output aligned by a masked head; above the same 16 MiB threshold, non-temporal
     stores that skip the read-for-ownership, with software prefetching), so the VJP is compared
     with a floor that uses the same techniques. The elements are split into contiguous blocks over
     ``threads`` threads (any split: there are no rows to keep whole).
