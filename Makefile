@@ -178,7 +178,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	@echo "==> benchmarks (a few minutes; keep the machine otherwise idle), JSON into bench/results/"
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --control $(BENCH_ARGS)
 
 clean:
 	@echo "==> removing $(VENV), _build and caches"

@@ -5,12 +5,13 @@ Compiles ``bench/capi_probe.c`` with the kernels of ``csrc/`` into a temporary d
 package is not changed) and times, side by side in interleaved rounds, at 1x10 and 1x1000:
 
 - ``native.softmax_vjp`` (cffi, with its validation), allocating and writing into ``out``;
-- the cffi minimum of ``bench/run.py`` (``from_buffer`` x3 + the call, no validation);
+- the cffi minimum of :func:`bench.measure.cffi_minimum` (``from_buffer`` x3 + the call, no
+  validation);
 - the C-API probe, which makes the same checks as ``native.softmax_vjp``'s fast path in C;
 - ``torch._softmax_backward_data`` when PyTorch is installed.
 
 Prints a table and writes JSON (``--out``, default ``bench/results/capi-probe-<time>.json``).
-Usage: ``.venv/bin/python bench/capi_probe.py [--out FILE]``.
+Usage, from the repository root: ``.venv/bin/python -m bench.capi_probe [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import timeit
 from pathlib import Path
 
 import numpy as np
+
+from bench import measure
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,7 +41,6 @@ SAMPLE_S = 0.02
 
 def build(tmp: Path):
     """Compile the probe and csrc/ with the package's flags; import it from ``tmp``."""
-    sys.path.insert(0, str(REPO / "lib"))
     from softmax_grad._native_build import COMPILE_ARGS, SOURCES
 
     so = tmp / ("_capi_probe" + sysconfig.get_config_var("EXT_SUFFIX"))
@@ -58,39 +59,42 @@ def build(tmp: Path):
         str(so),
     ]
     subprocess.run(cmd, check=True)
+    # The compiled probe, not the harness: an extension module loaded from its file.
     spec = importlib.util.spec_from_file_location("_capi_probe", so)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def calls_to_time(probe, native, harness, torch, y, dy, out) -> dict:
-    """(implementation, variant) -> a no-argument call, for one (shape, dtype)."""
-    bare_alloc = harness._cffi_minimum(native, "alloc")
-    bare_out = harness._cffi_minimum(native, "out")
+def statements(probe, native, torch, y, dy, out) -> dict:
+    """(implementation, variant) -> (statement, namespace) for one (shape, dtype).
+
+    Every call is timed as a statement string with the harness's timer
+    (:func:`bench.measure.timer`), as in ``python -m bench.run``: no lambda around the call.
+    """
+    ns = {"y": y, "dy": dy, "out": out, "vjp": native.softmax_vjp, "probe": probe.vjp}
+    ns["bare_alloc"] = measure.cffi_minimum(native, "alloc")
+    ns["bare_out"] = measure.cffi_minimum(native, "out")
     series = {
-        ("native", "alloc"): lambda: native.softmax_vjp(y, dy),
-        ("native", "out"): lambda: native.softmax_vjp(y, dy, out=out),
-        ("cffi-minimum", "alloc"): lambda: bare_alloc(y, dy),
-        ("cffi-minimum", "out"): lambda: bare_out(y, dy, out),
-        ("capi-probe", "alloc"): lambda: probe.vjp(y, dy),
-        ("capi-probe", "out"): lambda: probe.vjp(y, dy, out),
+        ("native", "alloc"): "vjp(y, dy)",
+        ("native", "out"): "vjp(y, dy, out=out)",
+        ("cffi-minimum", "alloc"): "bare_alloc(y, dy)",
+        ("cffi-minimum", "out"): "bare_out(y, dy, out=out)",
+        ("capi-probe", "alloc"): "probe(y, dy)",
+        ("capi-probe", "out"): "probe(y, dy, out)",
     }
     if torch is not None:
         ty, tdy, tout = (torch.from_numpy(a) for a in (y, dy, out))
-        f, dt = torch._softmax_backward_data, ty.dtype
-        series[("torch", "alloc")] = lambda: f(tdy, ty, -1, dt)
-        series[("torch", "out")] = lambda: f(tdy, ty, -1, dt, grad_input=tout)
-    return series
+        ns.update(f=torch._softmax_backward_data, ty=ty, tdy=tdy, tout=tout, dt=ty.dtype)
+        series[("torch", "alloc")] = "f(tdy, ty, -1, dt)"
+        series[("torch", "out")] = "f(tdy, ty, -1, dt, grad_input=tout)"
+    return {k: (stmt, ns) for k, stmt in series.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-
-    sys.path.insert(0, str(HERE))
-    import run as harness  # bench/run.py: the cffi minimum
 
     from softmax_grad import native
 
@@ -113,17 +117,18 @@ def main() -> int:
                 ref = native.softmax_vjp(y, dy)
                 assert np.array_equal(probe.vjp(y, dy), ref)
                 assert probe.vjp(y, dy, out) is out and np.array_equal(out, ref)
-                series = calls_to_time(probe, native, harness, torch, y, dy, out)
-                timers = {k: timeit.Timer(fn) for k, fn in series.items()}
+                series = statements(probe, native, torch, y, dy, out)
+                timers = {k: measure.timer(stmt, ns) for k, (stmt, ns) in series.items()}
                 calls = {
-                    k: max(1, int(SAMPLE_S / (t.timeit(200) / 200))) for k, t in timers.items()
+                    k: max(1, int(SAMPLE_S * 1e9 / measure.sample_ns(t, 200)))
+                    for k, t in timers.items()
                 }
                 samples = {k: [] for k in series}
                 for r in range(ROUNDS):
                     keys = list(series)
                     np.random.default_rng(r).shuffle(keys)
                     for k in keys:
-                        samples[k].append(timers[k].timeit(calls[k]) / calls[k] * 1e9)
+                        samples[k].append(measure.sample_ns(timers[k], calls[k]))
                 for (impl, variant), s in samples.items():
                     cases.append(
                         {

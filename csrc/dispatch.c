@@ -1,14 +1,16 @@
-/* dispatch.c: which ISA paths can run (read once), and the split of rows over POSIX threads.
+/* dispatch.c: which ISA paths can run (read once), the argument checks, and the split of a call
+ * into blocks for the worker pool (pool.c).
  *
- * The only global state is the cached ISA mask, written once under pthread_once.
+ * Global state: the cached ISA mask, written once under pthread_once, and the pool's.
  */
 #include <pthread.h>
 #include <stdint.h>
 
 #include "kernels.h"
+#include "pool.h"
 #include "softmax_grad.h"
 
-/* ---- CPU features ------------------------------------------------------------------------------ */
+/* ---- CPU features ---------------------------------------------------------------------------- */
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
@@ -40,9 +42,13 @@ static int sg_detect(void)
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
     if (avx2 && fma)
         mask |= 1 << SG_ISA_AVX2;
+#ifdef SG_HAVE_AVX512
     /* opmask, upper ZMM0-15 and ZMM16-31 state (bits 5-7), on top of SSE and AVX */
     if (avx2 && fma && avx512f && (xcr0 & 0xe6) == 0xe6)
         mask |= 1 << SG_ISA_AVX512;
+#else
+    (void)avx512f; /* built without the AVX-512 path (SG_NO_AVX512) */
+#endif
     return mask;
 }
 #else
@@ -68,17 +74,17 @@ static const struct sg_kernels *sg_table(int isa)
 #if defined(__x86_64__) || defined(_M_X64)
     case SG_ISA_AVX2:
         return &sg_kernels_avx2;
+#ifdef SG_HAVE_AVX512
     case SG_ISA_AVX512:
         return &sg_kernels_avx512;
+#endif
 #endif
     default:
         return &sg_kernels_scalar;
     }
 }
 
-/* ---- threads ----------------------------------------------------------------------------------- */
-
-#define SG_MAX_THREADS 64
+/* ---- blocks of a call ------------------------------------------------------------------------ */
 
 struct sg_block {
     sg_rows_fn fn;
@@ -87,29 +93,12 @@ struct sg_block {
     size_t rows, n;
 };
 
-static void *sg_run_block(void *p)
+/* Pool task k: block k (see pool.h). */
+static void sg_run_block(void *ctx, size_t k)
 {
-    const struct sg_block *blk = p;
+    const struct sg_block *blk = (const struct sg_block *)ctx + k;
     if (blk->rows)
         blk->fn(blk->a, blk->b, blk->out, blk->rows, blk->n);
-    return NULL;
-}
-
-/* Run blocks[0] on the calling thread and the others on new threads. If a thread cannot be
- * created, its block runs on the calling thread instead: same rows, same code, same result. */
-static void sg_run_blocks(struct sg_block *blocks, size_t count)
-{
-    pthread_t tid[SG_MAX_THREADS];
-    int started[SG_MAX_THREADS];
-    for (size_t k = 1; k < count; ++k)
-        started[k] = pthread_create(&tid[k], NULL, sg_run_block, &blocks[k]) == 0;
-    sg_run_block(&blocks[0]);
-    for (size_t k = 1; k < count; ++k) {
-        if (started[k])
-            pthread_join(tid[k], NULL);
-        else
-            sg_run_block(&blocks[k]);
-    }
 }
 
 static size_t sg_thread_count(int threads, size_t units)
@@ -120,16 +109,10 @@ static size_t sg_thread_count(int threads, size_t units)
     return t < units ? t : units;
 }
 
-/* Rows [rows*k/t, rows*(k+1)/t) go to thread k: contiguous blocks, sizes differing by at most 1. */
-static int sg_run_rows(sg_rows_fn fn, const void *a, const void *b, void *out, size_t rows,
-                       size_t n, size_t elem, int threads)
+/* Rows [rows*k/t, rows*(k+1)/t) are block k: contiguous, sizes differing by at most 1. */
+static void sg_run_rows(sg_rows_fn fn, const void *a, const void *b, void *out, size_t rows,
+                        size_t n, size_t elem, int threads)
 {
-    if (threads < 1)
-        return SG_BAD_THREADS;
-    if (rows == 0 || n == 0)
-        return SG_OK;
-    if (!a || !out)
-        return SG_BAD_POINTER;
     const size_t t = sg_thread_count(threads, rows);
     struct sg_block blocks[SG_MAX_THREADS];
     for (size_t k = 0; k < t; ++k) {
@@ -142,22 +125,16 @@ static int sg_run_rows(sg_rows_fn fn, const void *a, const void *b, void *out, s
         blocks[k].rows = r1 - r0;
         blocks[k].n = n;
     }
-    sg_run_blocks(blocks, t);
-    return SG_OK;
+    sg_pool_run(sg_run_block, blocks, t);
 }
 
-/* Elementwise work splits anywhere; blocks start on 64-byte multiples of the element offset so no
- * two threads write the same cache line. Each block is passed as one row of its length. */
-static int sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *out, size_t count,
-                           size_t elem, int threads)
+/* Elementwise work splits anywhere: the rows * n elements are cut into blocks that start on
+ * 64-byte multiples of the element offset, so no two threads write the same cache line. Each
+ * block is passed as one row of its length. */
+static void sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *out, size_t rows,
+                            size_t n, size_t elem, int threads)
 {
-    if (threads < 1)
-        return SG_BAD_THREADS;
-    if (count == 0)
-        return SG_OK;
-    if (!a || !b || !out)
-        return SG_BAD_POINTER;
-    const size_t line = 64 / elem;
+    const size_t count = rows * n, line = 64 / elem;
     const size_t t = sg_thread_count(threads, (count + line - 1) / line);
     struct sg_block blocks[SG_MAX_THREADS];
     for (size_t k = 0; k < t; ++k) {
@@ -170,49 +147,71 @@ static int sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *ou
         blocks[k].rows = c1 > c0 ? 1 : 0;
         blocks[k].n = c1 - c0;
     }
-    sg_run_blocks(blocks, t);
+    sg_pool_run(sg_run_block, blocks, t);
+}
+
+/* ---- argument checks ------------------------------------------------------------------------- */
+
+/* Whether the byte ranges [p, p + bytes) and [q, q + bytes) share a byte. */
+static int sg_overlap(const void *p, const void *q, size_t bytes)
+{
+    const uintptr_t x = (uintptr_t)p, y = (uintptr_t)q;
+    return x < y + bytes && y < x + bytes;
+}
+
+/* The status of a call on `count` elements of `elem` bytes, with a second input b when `two`;
+ * SG_OK means the kernels may run. An empty call is valid whatever the pointers. */
+static int sg_check(const void *a, const void *b, int two, const void *out, size_t count,
+                    size_t elem, int threads)
+{
+    if (threads < 1)
+        return SG_BAD_THREADS;
+    if (count == 0)
+        return SG_OK;
+    if (!a || !out || (two && !b))
+        return SG_BAD_POINTER;
+    if (((uintptr_t)a | (uintptr_t)b | (uintptr_t)out) % elem)
+        return SG_BAD_ALIGNMENT;
+    const size_t bytes = count * elem;
+    if (sg_overlap(out, a, bytes) || (b && sg_overlap(out, b, bytes)))
+        return SG_OVERLAP;
     return SG_OK;
 }
 
-/* ---- entry points ------------------------------------------------------------------------------ */
-
-#define SG_ENTRY_2(NAME, T, FIELD)                                                                 \
-    int NAME(const T *a, const T *b, T *out, size_t rows, size_t n, int isa, int threads)          \
-    {                                                                                              \
-        const struct sg_kernels *k = sg_table(isa);                                                \
-        if (!k)                                                                                    \
-            return SG_BAD_ISA;                                                                     \
-        if (rows && n && !b)                                                                       \
-            return SG_BAD_POINTER;                                                                 \
-        return sg_run_rows(k->FIELD, a, b, out, rows, n, sizeof(T), threads);                      \
-    }
+/* ---- entry points ---------------------------------------------------------------------------- */
 
 /* Calls moving more bytes than this (3 * rows * n * element size) stream from memory rather than
- * from cache, and take the row-pipelined VJP. Measured on a Zen 4 with 32 MiB of L3: the cache
- * variant won at 1024x1024 float32 (12 MiB), the streaming one at 256x32000 float32 (96 MiB).
- * Both give bitwise identical results, so the threshold only affects speed. */
-#define SG_STREAM_BYTES ((size_t)32 << 20)
+ * from cache, and take the row-pipelined VJP; both variants give bitwise identical results, so
+ * the threshold only affects speed (measured: bench/README.md, "Design measurements"). */
+#define SG_STREAM_BYTES ((size_t)16 << 20)
 
 /* Whether a call over `count` elements of `elem` bytes takes the streaming variant: the VJP and
  * the floor switch at the same size, so they compare like with like at every size. */
 static int sg_streamed(size_t count, size_t elem) { return count > SG_STREAM_BYTES / 3 / elem; }
 
-#define SG_ENTRY_VJP(NAME, T, FIELD, STREAM_FIELD)                                                 \
+/* Two inputs: SPLIT (sg_run_rows or sg_run_elements) cuts the call into blocks; FIELD is the
+ * kernel for blocks in cache, STREAM_FIELD the one above SG_STREAM_BYTES (the same field for a
+ * kernel with one variant). */
+#define SG_ENTRY_2(NAME, T, SPLIT, FIELD, STREAM_FIELD)                                            \
     int NAME(const T *a, const T *b, T *out, size_t rows, size_t n, int isa, int threads)          \
     {                                                                                              \
         const struct sg_kernels *k = sg_table(isa);                                                \
         if (!k)                                                                                    \
             return SG_BAD_ISA;                                                                     \
-        if (rows && n && !b)                                                                       \
-            return SG_BAD_POINTER;                                                                 \
-        return sg_run_rows(sg_streamed(rows * n, sizeof(T)) ? k->STREAM_FIELD : k->FIELD, a, b,   \
-                           out, rows, n, sizeof(T), threads);                                      \
+        const size_t count = rows * n;                                                             \
+        const int status = sg_check(a, b, 1, out, count, sizeof(T), threads);                      \
+        if (status == SG_OK && count)                                                              \
+            SPLIT(sg_streamed(count, sizeof(T)) ? k->STREAM_FIELD : k->FIELD, a, b, out, rows, n,  \
+                  sizeof(T), threads);                                                             \
+        return status;                                                                             \
     }
 
-SG_ENTRY_VJP(sg_softmax_vjp_f32, float, vjp_f32, vjp_stream_f32)
-SG_ENTRY_VJP(sg_softmax_vjp_f64, double, vjp_f64, vjp_stream_f64)
-SG_ENTRY_2(sg_jacobian_product_quadratic_f32, float, quadratic_f32)
-SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, quadratic_f64)
+SG_ENTRY_2(sg_softmax_vjp_f32, float, sg_run_rows, vjp_f32, vjp_stream_f32)
+SG_ENTRY_2(sg_softmax_vjp_f64, double, sg_run_rows, vjp_f64, vjp_stream_f64)
+SG_ENTRY_2(sg_jacobian_product_quadratic_f32, float, sg_run_rows, quadratic_f32, quadratic_f32)
+SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, sg_run_rows, quadratic_f64, quadratic_f64)
+SG_ENTRY_2(sg_stream_add_f32, float, sg_run_elements, add_f32, add_stream_f32)
+SG_ENTRY_2(sg_stream_add_f64, double, sg_run_elements, add_f64, add_stream_f64)
 
 #define SG_ENTRY_1(NAME, T, FIELD)                                                                 \
     int NAME(const T *x, T *out, size_t rows, size_t n, int isa, int threads)                      \
@@ -220,21 +219,11 @@ SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, quadratic_f64)
         const struct sg_kernels *k = sg_table(isa);                                                \
         if (!k)                                                                                    \
             return SG_BAD_ISA;                                                                     \
-        return sg_run_rows(k->FIELD, x, NULL, out, rows, n, sizeof(T), threads);                   \
+        const int status = sg_check(x, NULL, 0, out, rows * n, sizeof(T), threads);                \
+        if (status == SG_OK && rows && n)                                                          \
+            sg_run_rows(k->FIELD, x, NULL, out, rows, n, sizeof(T), threads);                      \
+        return status;                                                                             \
     }
 
 SG_ENTRY_1(sg_softmax_f32, float, softmax_f32)
 SG_ENTRY_1(sg_softmax_f64, double, softmax_f64)
-
-#define SG_ENTRY_ADD(NAME, T, FIELD, STREAM_FIELD)                                                 \
-    int NAME(const T *a, const T *b, T *out, size_t count, int isa, int threads)                   \
-    {                                                                                              \
-        const struct sg_kernels *k = sg_table(isa);                                                \
-        if (!k)                                                                                    \
-            return SG_BAD_ISA;                                                                     \
-        return sg_run_elements(sg_streamed(count, sizeof(T)) ? k->STREAM_FIELD : k->FIELD, a, b,  \
-                               out, count, sizeof(T), threads);                                    \
-    }
-
-SG_ENTRY_ADD(sg_stream_add_f32, float, add_f32, add_stream_f32)
-SG_ENTRY_ADD(sg_stream_add_f64, double, add_f64, add_stream_f64)

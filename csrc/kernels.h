@@ -32,8 +32,12 @@ struct sg_kernels {
 
 extern const struct sg_kernels sg_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
+#define SG_X86_64 1
 extern const struct sg_kernels sg_kernels_avx2;
+#ifndef SG_NO_AVX512
+#define SG_HAVE_AVX512 1
 extern const struct sg_kernels sg_kernels_avx512;
+#endif
 #endif
 
 #endif /* SG_KERNELS_H */

@@ -47,36 +47,13 @@ SG_TARGET static inline double sg_hmax_f64x4(__m256d v)
     return _mm_cvtsd_f64(s);
 }
 
-/* ---- exp(x + nm) for 8 floats -------------------------------------------------------------------
- * The same algorithm as kernels_avx512.c (TwoSum-corrected argument, clamp, Cody-Waite reduction,
- * Cephes polynomial); see the comment there. AVX2 has no scalef, so 2^k is built in the exponent
- * field, in two halves 2^(k>>1) * 2^(k - (k>>1)): each stays a normal float for k in [-150, 128],
- * and the second multiplication rounds once, giving correct gradual underflow and overflow.
- * k comes from the 1.5 * 2^23 "magic number" rounding, whose bit pattern holds k as an integer. */
-SG_TARGET static inline __m256 sg_exp_f32x8(__m256 x, __m256 nm)
+/* ---- 2^k for the exp in kernels_simd.h ---------------------------------------------------------
+ * AVX2 has no scalef, so 2^k is built in the exponent field, in two halves
+ * 2^(k>>1) * 2^(k - (k>>1)): each stays a normal number over the exp's range of k, and the second
+ * multiplication rounds once, giving correct gradual underflow and overflow. */
+SG_TARGET static inline __m256 sg_ldexp_f32x8(__m256 p, __m256 k)
 {
-    const __m256 s = _mm256_add_ps(x, nm);
-    const __m256 bp = _mm256_sub_ps(s, x);
-    const __m256 ap = _mm256_sub_ps(s, bp);
-    __m256 err = _mm256_add_ps(_mm256_sub_ps(x, ap), _mm256_sub_ps(nm, bp));
-    err = _mm256_min_ps(_mm256_max_ps(err, _mm256_set1_ps(-0x1p-10f)), _mm256_set1_ps(0x1p-10f));
-    const __m256 sc =
-        _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(-104.0f), s));
-    const __m256 magic = _mm256_set1_ps(0x1.8p23f);
-    const __m256 t = _mm256_fmadd_ps(sc, _mm256_set1_ps(1.44269504088896341f), magic);
-    const __m256 k = _mm256_sub_ps(t, magic);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), sc);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    r = _mm256_add_ps(r, err);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    const __m256i ki = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    const __m256i ki = _mm256_cvtps_epi32(k); /* exact: k is an integer */
     const __m256i k1 = _mm256_srai_epi32(ki, 1);
     const __m256i k2 = _mm256_sub_epi32(ki, k1);
     const __m256i bias = _mm256_set1_epi32(127);
@@ -85,37 +62,13 @@ SG_TARGET static inline __m256 sg_exp_f32x8(__m256 x, __m256 nm)
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
 
-/* ---- exp(x + nm) for 4 doubles: clamp [-746, 710], degree-12 Taylor polynomial, 2^k in two
- * halves. AVX2 has no 64-bit arithmetic shift, so floor(k/2) is taken on k + 2048 >= 0. */
-SG_TARGET static inline __m256d sg_exp_f64x4(__m256d x, __m256d nm)
+/* AVX2 has no double-to-int64 conversion and no 64-bit arithmetic shift: k + 1.5 * 2^52 holds k
+ * in its low mantissa bits, and floor(k/2) is taken on k + 2048 >= 0. */
+SG_TARGET static inline __m256d sg_ldexp_f64x4(__m256d p, __m256d k)
 {
-    const __m256d s = _mm256_add_pd(x, nm);
-    const __m256d bp = _mm256_sub_pd(s, x);
-    const __m256d ap = _mm256_sub_pd(s, bp);
-    __m256d err = _mm256_add_pd(_mm256_sub_pd(x, ap), _mm256_sub_pd(nm, bp));
-    err = _mm256_min_pd(_mm256_max_pd(err, _mm256_set1_pd(-0x1p-10)), _mm256_set1_pd(0x1p-10));
-    const __m256d sc =
-        _mm256_min_pd(_mm256_set1_pd(710.0), _mm256_max_pd(_mm256_set1_pd(-746.0), s));
     const __m256d magic = _mm256_set1_pd(0x1.8p52);
-    const __m256d t = _mm256_fmadd_pd(sc, _mm256_set1_pd(1.4426950408889634), magic);
-    const __m256d k = _mm256_sub_pd(t, magic);
-    __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(0x1.62e42fefa39efp-1), sc);
-    r = _mm256_fnmadd_pd(k, _mm256_set1_pd(0x1.abc9e3b39803fp-56), r);
-    r = _mm256_add_pd(r, err);
-    __m256d p = _mm256_set1_pd(1.0 / 479001600.0);
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 39916800.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 3628800.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 362880.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 40320.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 5040.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 720.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 120.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 24.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 6.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(0.5));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
-    const __m256i ki = _mm256_sub_epi64(_mm256_castpd_si256(t), _mm256_castpd_si256(magic));
+    const __m256i ki =
+        _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(k, magic)), _mm256_castpd_si256(magic));
     const __m256i k1b = _mm256_srli_epi64(_mm256_add_epi64(ki, _mm256_set1_epi64x(2048)), 1);
     /* k1b = floor(k/2) + 1024, so the biased exponents are k1 + 1023 = k1b - 1 and
      * k2 + 1023 = k - k1 + 1023 = ki - k1b + 2047. */
@@ -153,14 +106,17 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define VSUB _mm256_sub_ps
 #define VMUL _mm256_mul_ps
 #define VFMADD _mm256_fmadd_ps
+#define VFNMADD _mm256_fnmadd_ps
 #define VMAX _mm256_max_ps
+#define VMIN _mm256_min_ps
+#define VROUND(v) _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VLDEXP sg_ldexp_f32x8
 #define MTAIL(r) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VMLOADZ(p, m) _mm256_maskload_ps(p, m)
 #define VMLOAD_OR(p, m, fill) _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))
 #define VMSTORE(p, m, v) _mm256_maskstore_ps(p, m, v)
 #define VHSUM(v) sg_hsum_f32x8(v)
 #define VHMAX(v) sg_hmax_f32x8(v)
-#define VEXP sg_exp_f32x8
 #define ACC_T sg_acc_f32x8
 #define ACC_ZERO ((sg_acc_f32x8){_mm256_setzero_pd(), _mm256_setzero_pd()})
 #define ACC_ADD sg_acc_add_f32x8
@@ -183,14 +139,17 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define VSUB _mm256_sub_pd
 #define VMUL _mm256_mul_pd
 #define VFMADD _mm256_fmadd_pd
+#define VFNMADD _mm256_fnmadd_pd
 #define VMAX _mm256_max_pd
+#define VMIN _mm256_min_pd
+#define VROUND(v) _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VLDEXP sg_ldexp_f64x4
 #define MTAIL(r) _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(r)), _mm256_setr_epi64x(0, 1, 2, 3))
 #define VMLOADZ(p, m) _mm256_maskload_pd(p, m)
 #define VMLOAD_OR(p, m, fill) _mm256_blendv_pd(fill, _mm256_maskload_pd(p, m), _mm256_castsi256_pd(m))
 #define VMSTORE(p, m, v) _mm256_maskstore_pd(p, m, v)
 #define VHSUM(v) sg_hsum_f64x4(v)
 #define VHMAX(v) sg_hmax_f64x4(v)
-#define VEXP sg_exp_f64x4
 #define ACC_T __m256d
 #define ACC_ZERO _mm256_setzero_pd()
 #define ACC_ADD _mm256_add_pd

@@ -8,7 +8,8 @@
  *   SG_TARGET              function attribute enabling the ISA (e.g. target("avx2,fma"))
  *   FN(name)               the name of this (ISA, dtype) instance of a kernel
  *   T V M W                element type, vector type, tail-mask type, lanes per vector
- *   VLOADU VSTOREU VSET1 VZERO VADD VSUB VMUL VFMADD(a, b, c) = a * b + c, VMAX
+ *   VLOADU VSTOREU VSET1 VZERO VADD VSUB VMUL VFMADD(a, b, c) = a * b + c,
+ *   VFNMADD(a, b, c) = c - a * b (each rounded once), VMAX
  *   VLOADV(p)              the VJP's unaligned load: the same lanes as VLOADU, possibly by
  *                          narrower loads (see kernels_avx512.c)
  *   MTAIL(r)               mask of the first r lanes (0 <= r < W)
@@ -16,7 +17,10 @@
  *   VMLOAD_OR(p, m, fill)  masked load, `fill` in the other lanes
  *   VMSTORE(p, m, v)       masked store (the other lanes' memory is not written)
  *   VHSUM(v) VHMAX(v)      horizontal sum / maximum to a scalar (a fixed order of operations)
- *   VEXP(x, nm)            exp(x + nm) elementwise, accurate to the dtype (see the ISA file)
+ *   VMIN                   elementwise minimum (like VMAX: the second operand when either is NaN)
+ *   VROUND(v)              v rounded to the nearest integer, ties to even (|v| < 2^22 here)
+ *   VLDEXP(p, k)           p * 2^k for integral k in the exp's range, rounded once, with gradual
+ *                          underflow to 0 and overflow to inf
  *   ACC_T ACC_ZERO ACC_ADD(acc, v) ACC_HSUM(acc)   the forward pass's sum accumulator (double
  *                          precision for float rows), ACC_HSUM returns a double
  *   VPREFETCH(p)           prefetch the cache line holding p into L2
@@ -24,8 +28,9 @@
  *   VSFENCE()              order the non-temporal stores before anything that follows
  *
  * The order of operations in a row depends only on n and on the row's address (the VJP peels a
- * masked head to reach vector alignment: on Zen 4 a load straddling two cache lines costs double,
- * and that was 10-20% for rows in cache). It never depends on which thread runs the row, so
+ * masked head to reach vector alignment, so that no load in its loops straddles two cache lines;
+ * bench/README.md, "Design measurements"; rows shorter than SG_SHORT_VECTORS vectors do not peel,
+ * and their order depends on n only). It never depends on which thread runs the row, so
  * results are bitwise identical for any thread count. The forward pass does not peel: its cost is
  * the exp, and its result does not depend on the address either.
  */
@@ -48,42 +53,44 @@
 
 /* narrow (a constant after inlining): 1 loads with VLOADV, 0 with VLOADU. The same lanes either
  * way, so the choice changes the speed only: vjp (rows in cache) loads narrow, vjp_stream
- * (rows from memory, where full-width loads were faster on Zen 4) does not. */
-#define SG_LOAD(p) (narrow ? VLOADV(p) : VLOADU(p))
+ * (rows from memory) does not (bench/README.md, "Design measurements"). */
+#define SG_LOAD(narrow, p) ((narrow) ? VLOADV(p) : VLOADU(p))
 
 /* Four accumulators hide the FMA latency; masked tail lanes load 0, and 0 * 0 adds nothing. */
-#define SG_DOT_4(s0, s1, s2, s3, a, b, i)                                                          \
+#define SG_DOT_4(narrow, s0, s1, s2, s3, a, b, i)                                                  \
     do {                                                                                           \
-        s0 = VFMADD(SG_LOAD(a + i), SG_LOAD(b + i), s0);                                             \
-        s1 = VFMADD(SG_LOAD(a + i + W), SG_LOAD(b + i + W), s1);                                     \
-        s2 = VFMADD(SG_LOAD(a + i + 2 * W), SG_LOAD(b + i + 2 * W), s2);                             \
-        s3 = VFMADD(SG_LOAD(a + i + 3 * W), SG_LOAD(b + i + 3 * W), s3);                             \
+        s0 = VFMADD(SG_LOAD(narrow, (a) + (i)), SG_LOAD(narrow, (b) + (i)), s0);                   \
+        s1 = VFMADD(SG_LOAD(narrow, (a) + (i) + W), SG_LOAD(narrow, (b) + (i) + W), s1);           \
+        s2 = VFMADD(SG_LOAD(narrow, (a) + (i) + 2 * W), SG_LOAD(narrow, (b) + (i) + 2 * W), s2);   \
+        s3 = VFMADD(SG_LOAD(narrow, (a) + (i) + 3 * W), SG_LOAD(narrow, (b) + (i) + 3 * W), s3);   \
     } while (0)
 
 /* out = y * (dy - d): subtract, then multiply (never fused), the NumPy formula's two operations,
  * so inf and NaN propagate the same way. */
-#define SG_SCALE_1(o, a, b, d, i) SG_SCALE_ST(VSTOREU, o, a, b, d, i)
-#define SG_SCALE_4(o, a, b, d, i) SG_SCALE_ST4(VSTOREU, o, a, b, d, i)
+#define SG_SCALE_1(narrow, o, a, b, d, i) SG_SCALE_ST(VSTOREU, narrow, o, a, b, d, i)
+#define SG_SCALE_4(narrow, o, a, b, d, i) SG_SCALE_ST4(VSTOREU, narrow, o, a, b, d, i)
 /* The same with non-temporal stores, for a vector-aligned o + i: the streaming VJP's output goes
  * to memory without first reading the line it overwrites (the read-for-ownership an ordinary
  * store pays), so memory moves 3 streams' worth instead of 4. Same values, so the same bits. */
-#define SG_SCALE_NT_4(o, a, b, d, i) SG_SCALE_ST4(VSTREAM, o, a, b, d, i)
+#define SG_SCALE_NT_4(narrow, o, a, b, d, i) SG_SCALE_ST4(VSTREAM, narrow, o, a, b, d, i)
 /* One vector, and four in a row, written by the store ST (VSTOREU or VSTREAM). */
-#define SG_SCALE_ST(ST, o, a, b, d, i) ST(o + i, VMUL(SG_LOAD(a + i), VSUB(SG_LOAD(b + i), d)))
-#define SG_SCALE_ST4(ST, o, a, b, d, i)                                                            \
+#define SG_SCALE_ST(ST, narrow, o, a, b, d, i)                                                     \
+    ST((o) + (i), VMUL(SG_LOAD(narrow, (a) + (i)), VSUB(SG_LOAD(narrow, (b) + (i)), d)))
+#define SG_SCALE_ST4(ST, narrow, o, a, b, d, i)                                                    \
     do {                                                                                           \
-        SG_SCALE_ST(ST, o, a, b, d, i);                                                            \
-        SG_SCALE_ST(ST, o, a, b, d, i + W);                                                        \
-        SG_SCALE_ST(ST, o, a, b, d, i + 2 * W);                                                    \
-        SG_SCALE_ST(ST, o, a, b, d, i + 3 * W);                                                    \
+        SG_SCALE_ST(ST, narrow, o, a, b, d, i);                                                    \
+        SG_SCALE_ST(ST, narrow, o, a, b, d, (i) + W);                                              \
+        SG_SCALE_ST(ST, narrow, o, a, b, d, (i) + 2 * W);                                          \
+        SG_SCALE_ST(ST, narrow, o, a, b, d, (i) + 3 * W);                                          \
     } while (0)
 
 /* Elements before the first vector-aligned address of p (at most n): handled by one masked
  * operation, so that the loops after it never load or store across a cache-line boundary. */
-#define SG_HEAD(p, n)                                                                              \
-    ((size_t)((0u - (uintptr_t)(p)) % (W * sizeof(T))) / sizeof(T) < (n)                          \
-         ? (size_t)((0u - (uintptr_t)(p)) % (W * sizeof(T))) / sizeof(T)                           \
-         : (n))
+SG_TARGET static inline size_t FN(head)(const T *p, size_t n)
+{
+    const size_t h = (size_t)((0u - (uintptr_t)p) % (W * sizeof(T))) / sizeof(T);
+    return h < n ? h : n;
+}
 
 /* The rest of <y, dy> from index i, into the accumulators s0..s3 that already hold elements
  * [0, i): chunks of four vectors, single vectors, a masked tail, then the sum of the four. Both
@@ -93,9 +100,9 @@ SG_TARGET static inline T FN(dot_finish)(const T *SG_RESTRICT y, const T *SG_RES
                                          size_t i, size_t n, V s0, V s1, V s2, V s3, int narrow)
 {
     for (; i + 4 * W <= n; i += 4 * W)
-        SG_DOT_4(s0, s1, s2, s3, y, dy, i);
+        SG_DOT_4(narrow, s0, s1, s2, s3, y, dy, i);
     for (; i + W <= n; i += W)
-        s0 = VFMADD(SG_LOAD(y + i), SG_LOAD(dy + i), s0);
+        s0 = VFMADD(SG_LOAD(narrow, y + i), SG_LOAD(narrow, dy + i), s0);
     if (i < n) {
         const M tail = MTAIL(n - i);
         s2 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s2);
@@ -110,7 +117,7 @@ SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRI
                                       int narrow)
 {
     V s1 = VZERO;
-    const size_t i = SG_HEAD(y, n);
+    const size_t i = FN(head)(y, n);
     if (i) {
         const M head = MTAIL(i);
         s1 = VFMADD(VMLOADZ(y, head), VMLOADZ(dy, head), s1);
@@ -125,9 +132,9 @@ SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_
                                             int narrow)
 {
     for (; i + 4 * W <= n; i += 4 * W)
-        SG_SCALE_4(out, y, dy, d, i);
+        SG_SCALE_4(narrow, out, y, dy, d, i);
     for (; i + W <= n; i += W)
-        SG_SCALE_1(out, y, dy, d, i);
+        SG_SCALE_1(narrow, out, y, dy, d, i);
     if (i < n) {
         const M tail = MTAIL(n - i);
         VMSTORE(out + i, tail, VMUL(VMLOADZ(y + i, tail), VSUB(VMLOADZ(dy + i, tail), d)));
@@ -140,7 +147,7 @@ SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_R
                                            T *SG_RESTRICT out, size_t n, T dot, int narrow)
 {
     const V d = VSET1(dot);
-    const size_t h = SG_HEAD(out, n);
+    const size_t h = FN(head)(out, n);
     if (h) {
         const M head = MTAIL(h);
         VMSTORE(out, head, VMUL(VMLOADZ(y, head), VSUB(VMLOADZ(dy, head), d)));
@@ -160,8 +167,8 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
 {
     const V d = VSET1(dot);
     V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
-    size_t j = SG_HEAD(yn, n);  /* the next row's dot product */
-    size_t i = SG_HEAD(out, n); /* this row's output */
+    size_t j = FN(head)(yn, n);  /* the next row's dot product */
+    size_t i = FN(head)(out, n); /* this row's output */
     if (j) {
         const M head = MTAIL(j);
         s1 = VFMADD(VMLOADZ(yn, head), VMLOADZ(dyn, head), s1);
@@ -177,14 +184,54 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
             VPREFETCH(yn + j + k + SG_PREFETCH_BYTES / sizeof(T));
             VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(T));
         }
-        SG_DOT_4(s0, s1, s2, s3, yn, dyn, j);
-        SG_SCALE_NT_4(out, y, dy, d, i);
+        SG_DOT_4(narrow, s0, s1, s2, s3, yn, dyn, j);
+        SG_SCALE_NT_4(narrow, out, y, dy, d, i);
     }
     for (; i + 4 * W <= n; i += 4 * W)
-        SG_SCALE_NT_4(out, y, dy, d, i);
+        SG_SCALE_NT_4(narrow, out, y, dy, d, i);
     FN(scale_from)(y, dy, out, i, n, d, narrow);
     return FN(dot_finish)(yn, dyn, j, n, s0, s1, s2, s3, narrow);
 }
+
+/* A row shorter than SG_SHORT_VECTORS vectors: its fixed cost (the masked head and tail
+ * operations of row_dot and row_scale, a masked store being slow on some CPUs) would outweigh its
+ * work, so it takes a path with no masked store and no alignment peel. The dot product: full
+ * vectors from the row's start into one accumulator, then a masked tail load. The output: full
+ * vectors, then, when n is not a multiple of W, one full vector ending at the row's last element,
+ * which rewrites the overlap with the very same values (out never overlaps y or dy); shorter than
+ * one vector, the output is written element by element. The order of operations depends on n
+ * only, not on the address, and the same call serves vjp and vjp_stream, so both variants and
+ * every thread split give the same bits. */
+#ifndef SG_SHORT_VECTORS
+#define SG_SHORT_VECTORS 8
+#endif
+
+SG_TARGET static inline void FN(row_short)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                           T *SG_RESTRICT out, size_t n)
+{
+    V s = VZERO;
+    size_t i = 0;
+    for (; i + W <= n; i += W)
+        s = VFMADD(VLOADU(y + i), VLOADU(dy + i), s);
+    if (i < n) {
+        const M tail = MTAIL(n - i);
+        s = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s);
+    }
+    const T dot = VHSUM(s);
+    if (n < W) {
+        for (size_t j = 0; j < n; ++j)
+            out[j] = y[j] * (dy[j] - dot);
+        return;
+    }
+    const V d = VSET1(dot);
+    for (i = 0; i + W <= n; i += W)
+        VSTOREU(out + i, VMUL(VLOADU(y + i), VSUB(VLOADU(dy + i), d)));
+    if (i < n)
+        VSTOREU(out + n - W, VMUL(VLOADU(y + n - W), VSUB(VLOADU(dy + n - W), d)));
+}
+
+/* Whether rows of n elements take row_short. */
+#define SG_SHORT_ROW(n) ((n) < SG_SHORT_VECTORS * W)
 
 /* Rows in cache: the two passes, one row after the other. */
 SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
@@ -192,6 +239,11 @@ SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows
     const T *SG_RESTRICT y = a;
     const T *SG_RESTRICT dy = b;
     T *SG_RESTRICT out = o;
+    if (SG_SHORT_ROW(n)) {
+        for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
+            FN(row_short)(y, dy, out, n);
+        return;
+    }
     for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
         FN(row_scale)(y, dy, out, n, FN(row_dot)(y, dy, n, 1), 1);
 }
@@ -204,6 +256,10 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
     T *SG_RESTRICT out = o;
     if (rows == 0)
         return;
+    if (SG_SHORT_ROW(n)) { /* the cache variant's rows: its bits, and no pipelining to gain */
+        FN(vjp)(a, b, o, rows, n);
+        return;
+    }
     T dot = FN(row_dot)(y, dy, n, 0);
     for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
         dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot, 0);
@@ -212,11 +268,66 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
 }
 
 #undef SG_DOT_4
+#undef SG_SHORT_ROW
 #undef SG_SCALE_1
 #undef SG_SCALE_4
 #undef SG_SCALE_NT_4
 #undef SG_SCALE_ST
 #undef SG_SCALE_ST4
+
+/* ---- exp(x + nm), elementwise ------------------------------------------------------------------
+ * s = x + nm is rounded; TwoSum gives its exact error err (|err| <= ulp(s)/2), folded into the
+ * reduced argument, so exp sees x - m exactly: without it the relative error would reach
+ * |x - m| * u near the underflow threshold (5e-6 in float32). Then k = round(s / ln2),
+ * r = s - k ln2 (ln2 split in two, Cody-Waite), exp(r) by a polynomial, and VLDEXP multiplies by
+ * 2^k with correct overflow to inf and gradual underflow. s is clamped first, to [-104, 89] in
+ * float32 and [-746, 710] in float64: exp rounds to 0 below and overflows above, so the clamp
+ * changes no result, and VMAX(lo, s) / VMIN(hi, .) return s when it is NaN, so NaN propagates.
+ * err is clamped to +-2^-10 (it is at most 2^-18 where it matters), which also maps the NaN that
+ * TwoSum produces for s = +-inf to a harmless finite value.
+ * Polynomials: float32, the Cephes expf one (|rel. error| < 2e-7 on |r| <= ln2/2); float64, Taylor
+ * of degree 12 (truncation error < 2e-16 there). sizeof(T) is a constant: one branch compiles. */
+SG_TARGET static inline V FN(exp)(V x, V nm)
+{
+    const int single = sizeof(T) == 4;
+    const V s = VADD(x, nm);
+    const V bp = VSUB(s, x);
+    const V ap = VSUB(s, bp);
+    V err = VADD(VSUB(x, ap), VSUB(nm, bp));
+    err = VMIN(VMAX(err, VSET1((T)-0x1p-10)), VSET1((T)0x1p-10));
+    const V sc = VMIN(VSET1(single ? (T)89 : (T)710), VMAX(VSET1(single ? (T)-104 : (T)-746), s));
+    const V k = VROUND(VMUL(sc, VSET1((T)1.4426950408889634)));
+    /* ln2 = hi + lo, hi with enough trailing zeros that k * hi is exact */
+    V r = VFNMADD(k, VSET1(single ? (T)0.693359375f : (T)0x1.62e42fefa39efp-1), sc);
+    r = VFNMADD(k, VSET1(single ? (T)-2.12194440e-4f : (T)0x1.abc9e3b39803fp-56), r);
+    r = VADD(r, err);
+    V p;
+    if (single) {
+        p = VSET1((T)1.9875691500e-4f);
+        p = VFMADD(p, r, VSET1((T)1.3981999507e-3f));
+        p = VFMADD(p, r, VSET1((T)8.3334519073e-3f));
+        p = VFMADD(p, r, VSET1((T)4.1665795894e-2f));
+        p = VFMADD(p, r, VSET1((T)1.6666665459e-1f));
+        p = VFMADD(p, r, VSET1((T)5.0000001201e-1f));
+        p = VFMADD(p, VMUL(r, r), r);
+        p = VADD(p, VSET1((T)1));
+    } else {
+        p = VSET1((T)(1.0 / 479001600.0));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 39916800.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 3628800.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 362880.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 40320.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 5040.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 720.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 120.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 24.0)));
+        p = VFMADD(p, r, VSET1((T)(1.0 / 6.0)));
+        p = VFMADD(p, r, VSET1((T)0.5));
+        p = VFMADD(p, r, VSET1((T)1));
+        p = VFMADD(p, r, VSET1((T)1));
+    }
+    return VLDEXP(p, k);
+}
 
 /* ---- forward softmax: three passes over a row that stays in cache ----------------------------- */
 
@@ -250,10 +361,10 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
         /* Pass 2: e = exp(x - m) into out, and its sum. */
         ACC_T acc = ACC_ZERO;
         for (i = 0; i + 4 * W <= n; i += 4 * W) {
-            const V e0 = VEXP(VLOADU(x + i), nm);
-            const V e1 = VEXP(VLOADU(x + i + W), nm);
-            const V e2 = VEXP(VLOADU(x + i + 2 * W), nm);
-            const V e3 = VEXP(VLOADU(x + i + 3 * W), nm);
+            const V e0 = FN(exp)(VLOADU(x + i), nm);
+            const V e1 = FN(exp)(VLOADU(x + i + W), nm);
+            const V e2 = FN(exp)(VLOADU(x + i + 2 * W), nm);
+            const V e3 = FN(exp)(VLOADU(x + i + 3 * W), nm);
             VSTOREU(out + i, e0);
             VSTOREU(out + i + W, e1);
             VSTOREU(out + i + 2 * W, e2);
@@ -261,12 +372,12 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
             acc = ACC_ADD(acc, VADD(VADD(e0, e1), VADD(e2, e3)));
         }
         for (; i + W <= n; i += W) {
-            const V e = VEXP(VLOADU(x + i), nm);
+            const V e = FN(exp)(VLOADU(x + i), nm);
             VSTOREU(out + i, e);
             acc = ACC_ADD(acc, e);
         }
         if (i < n) { /* the -inf fill gives exp = 0 in the lanes past the row */
-            const V e = VEXP(VMLOAD_OR(x + i, tail, minus_inf), nm);
+            const V e = FN(exp)(VMLOAD_OR(x + i, tail, minus_inf), nm);
             VMSTORE(out + i, tail, e);
             acc = ACC_ADD(acc, e);
         }
@@ -325,14 +436,15 @@ SG_TARGET static void FN(quadratic)(const void *a, const void *b, void *o, size_
  * so it gets every memory technique the VJP uses: a masked head that brings out to a vector
  * boundary, narrow loads while the block is in cache (add), and for blocks streamed from memory
  * (add_stream, chosen by dispatch.c at the VJP's threshold) prefetching and non-temporal stores.
- * SG_HEAD and SG_LOAD are the VJP's. */
-#define SG_ADD_1(ST, i) ST(out + (i), VADD(SG_LOAD(a + (i)), SG_LOAD(b + (i))))
-#define SG_ADD_4(ST, i)                                                                            \
+ * FN(head) and SG_LOAD are the VJP's. */
+#define SG_ADD_1(ST, narrow, o, a, b, i)                                                          \
+    ST((o) + (i), VADD(SG_LOAD(narrow, (a) + (i)), SG_LOAD(narrow, (b) + (i))))
+#define SG_ADD_4(ST, narrow, o, a, b, i)                                                          \
     do {                                                                                           \
-        SG_ADD_1(ST, i);                                                                           \
-        SG_ADD_1(ST, (i) + W);                                                                     \
-        SG_ADD_1(ST, (i) + 2 * W);                                                                 \
-        SG_ADD_1(ST, (i) + 3 * W);                                                                 \
+        SG_ADD_1(ST, narrow, o, a, b, i);                                                          \
+        SG_ADD_1(ST, narrow, o, a, b, (i) + W);                                                    \
+        SG_ADD_1(ST, narrow, o, a, b, (i) + 2 * W);                                                \
+        SG_ADD_1(ST, narrow, o, a, b, (i) + 3 * W);                                                \
     } while (0)
 
 /* One block of `count` elements; narrow and stream are constants after inlining. */
@@ -340,7 +452,7 @@ SG_TARGET static inline void FN(add_block)(const T *SG_RESTRICT a, const T *SG_R
                                            T *SG_RESTRICT out, size_t count, int narrow,
                                            int stream)
 {
-    size_t i = SG_HEAD(out, count);
+    size_t i = FN(head)(out, count);
     if (i) {
         const M head = MTAIL(i);
         VMSTORE(out, head, VADD(VMLOADZ(a, head), VMLOADZ(b, head)));
@@ -351,14 +463,14 @@ SG_TARGET static inline void FN(add_block)(const T *SG_RESTRICT a, const T *SG_R
                 VPREFETCH(a + i + k + SG_PREFETCH_BYTES / sizeof(T));
                 VPREFETCH(b + i + k + SG_PREFETCH_BYTES / sizeof(T));
             }
-            SG_ADD_4(VSTREAM, i);
+            SG_ADD_4(VSTREAM, narrow, out, a, b, i);
         }
     } else {
         for (; i + 4 * W <= count; i += 4 * W)
-            SG_ADD_4(VSTOREU, i);
+            SG_ADD_4(VSTOREU, narrow, out, a, b, i);
     }
     for (; i + W <= count; i += W)
-        SG_ADD_1(VSTOREU, i);
+        SG_ADD_1(VSTOREU, narrow, out, a, b, i);
     if (i < count) {
         const M tail = MTAIL(count - i);
         VMSTORE(out + i, tail, VADD(VMLOADZ(a + i, tail), VMLOADZ(b + i, tail)));
@@ -379,7 +491,6 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 
 #undef SG_ADD_1
 #undef SG_ADD_4
-#undef SG_HEAD
 #undef SG_LOAD
 
 /* The vocabulary is per instance: the next inclusion defines it afresh. */
@@ -405,7 +516,10 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 #undef VMSTORE
 #undef VHSUM
 #undef VHMAX
-#undef VEXP
+#undef VMIN
+#undef VFNMADD
+#undef VROUND
+#undef VLDEXP
 #undef ACC_T
 #undef ACC_ZERO
 #undef ACC_ADD

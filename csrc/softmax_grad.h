@@ -6,11 +6,14 @@
  * Every array is a C-contiguous block of `rows` rows of `n` elements (the softmax axis is the last,
  * contiguous one); no alignment beyond the element type's is assumed. Inputs are only read, `out`
  * is written exactly at its rows * n elements and must not overlap an input. Rows are split into
- * contiguous blocks over up to `threads` POSIX threads; every row is computed by the same code
- * whatever the split, so the result does not depend on `threads`.
+ * contiguous blocks over up to `threads` threads (the caller and the workers of a persistent pool,
+ * started on first need); every row is computed by the same code whatever the split, so the
+ * result does not depend on `threads`.
  *
- * The Python layer (softmax_grad.native) validates every argument before calling; the status
- * codes below are a second line of defence, not the user-facing error path.
+ * Each entry point checks its arguments before any kernel reads memory and returns a status
+ * instead of running on bad ones. The Python layer (softmax_grad.native) turns a status into its
+ * slow path, which validates every argument and raises the precise error: its fast path leaves
+ * the two pointer-only checks, alignment and overlap, to C, where they cost a nanosecond.
  */
 #ifndef SOFTMAX_GRAD_H
 #define SOFTMAX_GRAD_H
@@ -21,7 +24,14 @@
 enum sg_isa { SG_ISA_SCALAR = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2 };
 
 /* Return values of the entry points. */
-enum sg_status { SG_OK = 0, SG_BAD_ISA = 1, SG_BAD_THREADS = 2, SG_BAD_POINTER = 3 };
+enum sg_status {
+    SG_OK = 0,
+    SG_BAD_ISA = 1,       /* not one of sg_available_isas() */
+    SG_BAD_THREADS = 2,   /* threads < 1 */
+    SG_BAD_POINTER = 3,   /* NULL for a non-empty array */
+    SG_BAD_ALIGNMENT = 4, /* a pointer not aligned to its element type */
+    SG_OVERLAP = 5        /* out overlaps an input */
+};
 
 /* Bitmask of usable ISA paths: scalar always; AVX2 when the CPU has AVX2 and FMA and the OS saves
  * the YMM state; AVX-512 when the CPU has AVX-512F (plus AVX2 and FMA) and the OS saves the ZMM
@@ -46,11 +56,16 @@ int sg_jacobian_product_quadratic_f32(const float *y, const float *dy, float *ou
 int sg_jacobian_product_quadratic_f64(const double *y, const double *dy, double *out,
                                       size_t rows, size_t n, int isa, int threads);
 
-/* Bandwidth floor: out[k] = a[k] + b[k] for k < count (two streams read, one written, like the
- * VJP). The count is split into contiguous blocks over up to `threads` threads. */
-int sg_stream_add_f32(const float *a, const float *b, float *out, size_t count, int isa,
+/* Bandwidth floor: out[k] = a[k] + b[k] for k < rows * n (two streams read, one written, like the
+ * VJP). Elementwise, so the rows * n elements are split into contiguous blocks over up to
+ * `threads` threads at any element, not only at row boundaries. */
+int sg_stream_add_f32(const float *a, const float *b, float *out, size_t rows, size_t n, int isa,
                       int threads);
-int sg_stream_add_f64(const double *a, const double *b, double *out, size_t count, int isa,
-                      int threads);
+int sg_stream_add_f64(const double *a, const double *b, double *out, size_t rows, size_t n,
+                      int isa, int threads);
+
+/* Worker threads the pool holds now: 0 until a call first uses more than one thread, and 0 again
+ * in the child of a fork(), which starts its own workers on first need. */
+int sg_pool_workers(void);
 
 #endif /* SOFTMAX_GRAD_H */

@@ -4,8 +4,9 @@ Two roles, both used by ``make sanitize`` (part of ``make test``):
 
 ``python tests/native_sanitized.py DIR``
     compiles the same C sources and the same cffi wrapper as the shipped extension, with
-    ``-fsanitize=address,undefined``, into ``DIR/_sg_native_sanitized<EXT_SUFFIX>``. The C code
-    cffi generates is emitted from ``softmax_grad._native_build.make_ffi`` and compiled with
+    ``-fsanitize=address,undefined``, into ``DIR/_sg_native_sanitized<EXT_SUFFIX>``
+    (:func:`build`, which ``tests/test_native.py`` also uses for a build without AVX-512). The C
+    code cffi generates is emitted from ``softmax_grad._native_build.make_ffi`` and compiled with
     ``$CC`` (default gcc) directly, so nothing is installed and the shipped build is untouched.
 
 ``pytest -p tests.native_sanitized tests/test_native.py`` (with ``SG_SANITIZED_DIR=DIR``)
@@ -47,20 +48,28 @@ def _load_build_script():
     return module
 
 
-def build(outdir: Path) -> Path:
-    """Compile the sanitized extension into ``outdir``; return the path of the shared object."""
+def build(
+    outdir: Path, module: str = MODULE, flags: tuple = SANITIZE_FLAGS, macros: tuple | None = None
+) -> Path:
+    """Compile the extension as ``module`` into ``outdir`` with the shipped flags plus ``flags``
+    (``-O`` among them replaces the shipped ``-O3``) and ``macros`` (default: the shipped build's,
+    from the environment); return the path of the shared object."""
     nb = _load_build_script()
     outdir.mkdir(parents=True, exist_ok=True)
-    wrapper = outdir / f"{MODULE}.c"
-    nb.make_ffi(MODULE).emit_c_code(str(wrapper))
-    target = outdir / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    wrapper = outdir / f"{module}.c"
+    nb.make_ffi(module).emit_c_code(str(wrapper))
+    target = outdir / f"{module}{sysconfig.get_config_var('EXT_SUFFIX')}"
     cc = shlex.split(os.environ.get("CC", "gcc"))
+    replace_opt = any(f.startswith("-O") for f in flags)
+    shipped = [arg for arg in nb.COMPILE_ARGS if not (replace_opt and arg.startswith("-O"))]
+    defines = [f"-D{name}={value}" for name, value in (nb.macros() if macros is None else macros)]
     command = [
         *cc,
         "-shared",
         "-fPIC",
-        *nb.COMPILE_ARGS,
-        *SANITIZE_FLAGS,
+        *shipped,
+        *flags,
+        *defines,
         f"-I{sysconfig.get_paths()['include']}",
         f"-I{nb.CSRC}",
         str(wrapper),
@@ -70,7 +79,6 @@ def build(outdir: Path) -> Path:
         "-o",
         str(target),
     ]
-    command = [arg for arg in command if arg != "-O3"]  # -O1 from SANITIZE_FLAGS instead
     print("==>", " ".join(shlex.quote(arg) for arg in command), flush=True)
     subprocess.run(command, check=True)
     return target

@@ -37,6 +37,8 @@ WIDTH = {
     "avx512": {np.float32: 16, np.float64: 8},
 }
 LARGE_N = (257, 1000, 4099, 32003)
+# Calls moving more bytes than this take the streaming kernels (SG_STREAM_BYTES, csrc/dispatch.c).
+STREAM_BYTES = 16 << 20
 REAL_THREAD_THRESHOLD = native.THREAD_THRESHOLD_BYTES
 
 
@@ -172,15 +174,15 @@ def test_vjp_large_rows(isa, dtype, n):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
 def test_vjp_streaming_variant_matches_cache_variant(isa, dtype):
-    # Calls moving more than 32 MiB take the row-pipelined kernel (dispatch.c, SG_STREAM_BYTES);
+    # Calls moving more than STREAM_BYTES take the row-pipelined kernel (SG_STREAM_BYTES);
     # smaller calls take the row-by-row one. Row blocks below the threshold must give the very
     # same bits, and the big call must still satisfy the error bound.
     n = 4099  # odd: masked tails in both variants
     itemsize = np.dtype(dtype).itemsize
-    rows = (32 << 20) // (3 * itemsize * n) + 3
+    rows = STREAM_BYTES // (3 * itemsize * n) + 3
     rng = np.random.default_rng(10)
     y, dy = vjp_inputs(rng, (rows, n), dtype)
-    assert 3 * y.nbytes > 32 << 20
+    assert 3 * y.nbytes > STREAM_BYTES
     big = native.softmax_vjp(y, dy, isa=isa, threads=1)
     parts = np.concatenate(
         [native.softmax_vjp(y[k : k + 64], dy[k : k + 64], isa=isa) for k in range(0, rows, 64)]
@@ -394,6 +396,97 @@ def test_any_address_gives_correct_results(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_head_length_and_tail_length(isa, dtype):
+    # The VJP and the floor peel a masked head up to out's (and the VJP's dot product up to y's)
+    # vector boundary (FN(head) in kernels_simd.h), then full vectors, then a masked tail. Every
+    # element offset of out and of the inputs within a vector, times every length from 1 to
+    # 2W + 1, walks through every head and tail length, empty ones included.
+    w = WIDTH[isa][dtype]
+    rng = np.random.default_rng(20)
+    for n in range(1, 2 * w + 2):
+        y, dy = vjp_inputs(rng, (2, n), dtype)
+        expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
+        for in_off in range(w):
+            yo, dyo = _offset_copy(y, in_off), _offset_copy(dy, (in_off * 3) % w)
+            for out_off in (0, 1, w - 1):
+                buf, out = _guarded_out(2 * n + out_off, dtype)
+                out = out[out_off:].reshape(2, n)
+                msg = f"{isa} n={n} in_off={in_off} out_off={out_off}"
+                native.softmax_vjp(yo, dyo, out=out, isa=isa)
+                assert_within(out, expected, bound, msg)
+                native.stream_add(yo, dyo, out=out, isa=isa)
+                np.testing.assert_array_equal(out, y + dy, msg)
+                assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
+
+
+# Rows shorter than this many vectors take the SIMD VJP's short-row path (SG_SHORT_VECTORS in
+# csrc/kernels_simd.h): no alignment peel, no masked store, an order of operations set by n alone.
+SHORT_VECTORS = 8
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
+    # Every length from 1 to SHORT_VECTORS * W + 1 (below one vector: element-wise output; one
+    # vector and more: full vectors plus one overlapping vector; the last two lengths take the
+    # long-row path), inputs and out at several element offsets within a vector, 1, 3 and 64 rows.
+    w = WIDTH[isa][dtype]
+    rng = np.random.default_rng(21)
+    for n in range(1, SHORT_VECTORS * w + 2):
+        for rows in (1, 3, 64):
+            y, dy = vjp_inputs(rng, (rows, n), dtype)
+            expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
+            first = None
+            for in_off in (0, 1, w - 1):
+                yo, dyo = _offset_copy(y, in_off), _offset_copy(dy, (in_off * 3) % w)
+                for out_off in (0, 1):
+                    buf, out = _guarded_out(rows * n + out_off, dtype)
+                    out = out[out_off:].reshape(rows, n)
+                    msg = f"{isa} {rows}x{n} in_off={in_off} out_off={out_off}"
+                    native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=1)
+                    assert_within(out, expected, bound, msg)
+                    assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
+                    if first is None:
+                        first = out.copy()
+                    if n < SHORT_VECTORS * w or isa == "scalar":  # the order depends on n only
+                        np.testing.assert_array_equal(out, first, msg)
+                    for threads in (2, 3):
+                        np.testing.assert_array_equal(
+                            native.softmax_vjp(yo, dyo, isa=isa, threads=threads), out, msg
+                        )
+                    if rows > 1:  # a block of rows alone gives the bits it gives in the batch
+                        np.testing.assert_array_equal(
+                            native.softmax_vjp(yo[1:], dyo[1:], isa=isa), out[1:], msg
+                        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_vjp_short_rows_streaming_variant_matches(isa, dtype):
+    # Short rows above the streaming threshold: the streaming kernel hands them to the
+    # short-row path too, so the big call gives the bits of its blocks.
+    n = 10
+    rows = STREAM_BYTES // (3 * np.dtype(dtype).itemsize * n) + 5
+    rng = np.random.default_rng(22)
+    y, dy = vjp_inputs(rng, (rows, n), dtype)
+    big = native.softmax_vjp(y, dy, isa=isa, threads=1)
+    block = rows // 7 + 1
+    parts = np.concatenate(
+        [
+            native.softmax_vjp(y[k : k + block], dy[k : k + block], isa=isa)
+            for k in range(0, rows, block)
+        ]
+    )
+    np.testing.assert_array_equal(big, parts)
+    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=2), big)
+    sample = slice(0, rows, 101)
+    assert_within(
+        big[sample], vjp_reference(y[sample], dy[sample]), vjp_bound(y[sample], dy[sample], dtype)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_fortran_inputs_are_copied(dtype):
     # Copies land at other addresses, so the VJP is checked against the bound (its summation
     # order follows y's alignment); the forward pass and the O(n^2) kernel are bitwise stable.
@@ -504,6 +597,258 @@ def test_threads_give_bitwise_identical_results(isa, dtype):
         for threads in (2, 3, 100):  # more threads than rows: capped at the row count
             np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=threads), vjp1)
             np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_every_thread_count_gives_the_same_bits(isa, dtype):
+    # Odd row counts: blocks of unequal size, and more blocks than the machine has CPUs. The
+    # elementwise floor splits anywhere (at cache-line multiples), so any count of elements.
+    rng = np.random.default_rng(13)
+    for rows, n in [(1, 77), (5, 1000), (9, 33), (13, 257), (31, 5)]:
+        y, dy = vjp_inputs(rng, (rows, n), dtype)
+        x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
+        vjp1 = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        fwd1 = native.softmax(x, isa=isa, threads=1)
+        quad1 = native.jacobian_product_quadratic(y, dy, isa=isa, threads=1)
+        assert_within(vjp1, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} {rows}x{n}")
+        for threads in (2, 3, 4):
+            msg = f"{isa} {rows}x{n} threads={threads}"
+            np.testing.assert_array_equal(
+                native.softmax_vjp(y, dy, isa=isa, threads=threads), vjp1, msg
+            )
+            np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1, msg)
+            np.testing.assert_array_equal(
+                native.jacobian_product_quadratic(y, dy, isa=isa, threads=threads), quad1, msg
+            )
+            np.testing.assert_array_equal(
+                native.stream_add(y, dy, isa=isa, threads=threads), y + dy, msg
+            )
+
+
+def test_many_calls_with_varying_thread_counts_stay_correct():
+    # The pool hands each call's blocks to whichever threads claim them, grows when a call asks
+    # for more threads than it has, and must never mix two calls' blocks.
+    rng = np.random.default_rng(14)
+    cases = []
+    for _ in range(12):
+        rows, n = int(rng.integers(1, 40)), int(rng.integers(1, 300))
+        dtype = DTYPES[int(rng.integers(0, 2))]
+        y, dy = vjp_inputs(rng, (rows, n), dtype)
+        cases.append((y, dy, native.softmax_vjp(y, dy, threads=1), native.softmax(dy, threads=1)))
+    for _ in range(400):
+        y, dy, vjp1, fwd1 = cases[int(rng.integers(0, len(cases)))]
+        threads = int(rng.integers(1, 7))
+        np.testing.assert_array_equal(native.softmax_vjp(y, dy, threads=threads), vjp1)
+        np.testing.assert_array_equal(native.softmax(dy, threads=threads), fwd1)
+    assert native._pool_workers() >= 5  # grown at least to the largest call's needs, 6 - 1
+
+
+def test_concurrent_callers_get_their_own_results():
+    # cffi releases the GIL during a call, so Python threads really call the C library at the
+    # same time: one uses the pool, the others find it busy and run their blocks inline.
+    import threading
+
+    rng = np.random.default_rng(15)
+    inputs = [vjp_inputs(rng, (17, 300), np.float32) for _ in range(4)]
+    expected = [native.softmax_vjp(y, dy, threads=1) for y, dy in inputs]
+    failures = []
+
+    def worker(k):
+        y, dy = inputs[k]
+        for i in range(200):
+            out = native.softmax_vjp(y, dy, threads=1 + (i + k) % 3)
+            if not np.array_equal(out, expected[k]):
+                failures.append((k, i))
+
+    callers = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert failures == []
+
+
+def _wait_for_child(pid: int, timeout: float) -> int:
+    """The exit code of the forked child ``pid``; kills it and fails if it runs past ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail(f"the forked child did not finish within {timeout} s (a deadlock in the pool?)")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_child_starts_its_own_pool():
+    # After the parent has used the pool, a forked child has none of its threads (fork copies
+    # only the calling thread). The pool must notice: the child starts workers of its own on its
+    # first multithreaded call, and gets the same bits as the parent.
+    rng = np.random.default_rng(16)
+    y, dy = vjp_inputs(rng, (64, 1000), np.float64)
+    expected = native.softmax_vjp(y, dy, threads=3)
+    assert native._pool_workers() >= 2
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only, never return into pytest
+        code = 1
+        try:
+            before = native._pool_workers()
+            ok = all(
+                np.array_equal(native.softmax_vjp(y, dy, threads=t), expected) for t in (3, 2, 4)
+            )
+            code = 0 if ok and before == 0 and native._pool_workers() >= 2 else 2 + (before != 0)
+        finally:
+            os._exit(code)
+    assert _wait_for_child(pid, 60) == 0, "child: 2 = wrong result or no workers, 3 = pool kept"
+    # and the parent's pool still works
+    np.testing.assert_array_equal(native.softmax_vjp(y, dy, threads=2), expected)
+
+
+def test_interpreter_exit_with_live_workers_does_not_hang():
+    # Workers are detached and never joined: exit must not wait for them, whether they are
+    # spinning (exit right after a call) or asleep on the condition variable (after a pause).
+    # The child loads the very extension module these tests use (the sanitized one under
+    # `make sanitize`).
+    module = native._native
+    code = f"""
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location({module.__name__!r}, {module.__file__!r})
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+sys.modules["softmax_grad._native"] = mod
+import numpy as np
+from softmax_grad import native
+assert native._native is mod
+native.THREAD_THRESHOLD_BYTES = 1
+x = np.random.default_rng(0).normal(size=(64, 500))
+y = native.softmax(x, threads=4)
+assert native._pool_workers() == 3
+np.testing.assert_allclose(y.sum(axis=-1), 1.0, rtol=1e-12)
+time.sleep(float(sys.argv[1]))
+print("done")
+"""
+    for pause in ("0", "0.05"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, pause], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+
+
+# ---- the fast path -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_path_calls(monkeypatch):
+    """A list that gets one entry per call that took native._slow (the validating path)."""
+    calls = []
+    slow = native._slow
+
+    def counted(*args):
+        calls.append(args[0].names)
+        return slow(*args)
+
+    monkeypatch.setattr(native, "_slow", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_only_inputs_take_the_fast_path(dtype, slow_path_calls):
+    rng = np.random.default_rng(17)
+    y, dy = vjp_inputs(rng, (6, 45), dtype)
+    x = rng.normal(size=(6, 45)).astype(dtype)
+    expected = (
+        native.softmax_vjp(y, dy),
+        native.softmax(x),
+        native.jacobian_product_quadratic(y, dy),
+        native.stream_add(y, dy),
+    )
+    for arr in (y, dy, x):
+        arr.flags.writeable = False
+    out = np.empty_like(y)
+    results = (
+        native.softmax_vjp(y, dy),
+        native.softmax(x),
+        native.jacobian_product_quadratic(y, dy),
+        native.stream_add(y, dy),
+        native.softmax_vjp(y, dy, out=out, threads=2),
+    )
+    assert slow_path_calls == []
+    for got, want in zip(results, (*expected, expected[0]), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # the results against independent references, too
+    assert_within(results[0], vjp_reference(y, dy), vjp_bound(y, dy, dtype), "read-only")
+    assert_softmax_close(results[1], x, dtype, "read-only")
+    np.testing.assert_array_equal(results[3], y + dy)
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass: np.asarray turns it into a plain view of the same memory."""
+
+
+def test_what_takes_the_slow_path(slow_path_calls):
+    # Everything the fast path does not recognise goes to _slow, which copies or raises; the
+    # results are the fast path's.
+    rng = np.random.default_rng(18)
+    y, dy = vjp_inputs(rng, (4, 40), np.float32)
+    want = native.softmax_vjp(y, dy)
+    assert slow_path_calls == []
+    raw = np.zeros(y.nbytes + 1, np.uint8)
+    ym = np.frombuffer(raw.data, np.float32, count=y.size, offset=1).reshape(y.shape)
+    raw[1:] = y.view(np.uint8).ravel()
+    ys = np.repeat(y, 2, axis=1)[:, ::2]
+    for label, call in [
+        ("misaligned", lambda: native.softmax_vjp(ym, dy)),  # C says SG_BAD_ALIGNMENT
+        ("strided", lambda: native.softmax_vjp(ys, dy)),  # ffi.from_buffer refuses it
+        ("subclass", lambda: native.softmax_vjp(y.view(_Sub), dy)),
+        ("np.int64 threads", lambda: native.softmax_vjp(y, dy, threads=np.int64(2))),
+    ]:
+        got = call()
+        assert slow_path_calls[-1] == ("y", "dy"), label
+        if label in ("misaligned", "strided"):  # copies at other addresses: within the bound
+            assert_within(got, vjp_reference(y, dy), vjp_bound(y, dy, np.float32), label)
+        else:
+            np.testing.assert_array_equal(got, want, label)
+    assert len(slow_path_calls) == 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_c_entry_points_refuse_misaligned_and_overlapping_pointers(dtype):
+    # The fast path relies on these statuses (softmax_grad.h: SG_BAD_ALIGNMENT, SG_OVERLAP):
+    # the C library must refuse before any kernel reads or writes.
+    ffi, lib = native._ffi, native._lib
+    suffix = "f32" if dtype == np.float32 else "f64"
+    ct = ffi.typeof("float *" if dtype == np.float32 else "double *")
+    vjp, fwd = getattr(lib, f"sg_softmax_vjp_{suffix}"), getattr(lib, f"sg_softmax_{suffix}")
+    add = getattr(lib, f"sg_stream_add_{suffix}")
+    item = np.dtype(dtype).itemsize
+    buf = np.zeros(64 * item + 1, np.uint8)
+    mis = ffi.cast(ct, int(ffi.cast("uintptr_t", ffi.from_buffer(buf))) + 1)
+    a = np.ones(16, dtype)
+    b = np.ones(16, dtype)
+    out = np.full(16, -7.0, dtype)
+    pa, pb, po = (ffi.from_buffer(ct, v) for v in (a, b, out))
+    assert vjp(mis, pb, po, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert vjp(pa, pb, mis, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert fwd(mis, po, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert add(pa, mis, po, 2, 8, 0, 1) == lib.SG_BAD_ALIGNMENT
+    assert vjp(pa, pb, pa + 15, 2, 8, 0, 1) == lib.SG_OVERLAP  # one element shared
+    assert vjp(pa, pb, pb - 15, 2, 8, 0, 1) == lib.SG_OVERLAP
+    assert fwd(pa, pa + 3, 2, 8, 0, 2) == lib.SG_OVERLAP
+    assert add(pa, pb, pa, 1, 16, 0, 1) == lib.SG_OVERLAP
+    np.testing.assert_array_equal(out, -7.0)  # nothing was written
+    assert vjp(pa, pb, po, 2, 8, 0, 0) == lib.SG_BAD_THREADS
+    assert vjp(pa, ffi.NULL, po, 2, 8, 0, 1) == lib.SG_BAD_POINTER
+    assert vjp(pa, pb, po, 2, 8, 7, 1) == lib.SG_BAD_ISA
+    # adjacent, not overlapping; and empty calls are fine whatever the pointers
+    ab = np.zeros(32, dtype)
+    pab = ffi.from_buffer(ct, ab)
+    assert add(pab, pb, pab + 16, 1, 16, 0, 1) == lib.SG_OK
+    assert vjp(mis, mis, mis, 0, 8, 0, 1) == lib.SG_OK
 
 
 def test_default_threads_rule(monkeypatch):
@@ -711,6 +1056,43 @@ def test_import_needs_no_compiler():
     assert native._native.__file__.endswith(".so")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="builds with gcc, reads ELF")
+def test_build_without_avx512(tmp_path):
+    # SG_NO_AVX512 (what _native_build.py defines when SG_NO_AVX512=1 is in the environment):
+    # kernels_avx512.c compiles to nothing -- no intrinsics needed -- and dispatch never offers
+    # the path, whatever the CPU. Compiled at -O1 to keep the test quick.
+    import ctypes
+    import importlib.util
+
+    from tests.native_sanitized import build
+
+    name = "_sg_native_no_avx512"
+    so = build(tmp_path, module=name, flags=("-O1",), macros=(("SG_NO_AVX512", "1"),))
+    spec = importlib.util.spec_from_file_location(name, so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ffi, lib = module.ffi, module.lib
+    mask = lib.sg_available_isas()
+    assert mask == native._MASK & ~(1 << 2), (bin(mask), bin(native._MASK))
+    assert not hasattr(ctypes.CDLL(str(so)), "sg_kernels_avx512")
+    if sys.maxsize > 2**32 and os.uname().machine == "x86_64":  # the shipped build has it
+        assert hasattr(ctypes.CDLL(native._native.__file__), "sg_kernels_avx512")
+    # and the build works: the VJP of its best path equals the shipped module's
+    y, dy = vjp_inputs(np.random.default_rng(19), (3, 37), np.float32)
+    out = np.empty_like(y)
+    ct = ffi.typeof("float *")
+    pointers = [ffi.from_buffer(ct, v) for v in (y, dy, out)]
+    best = mask.bit_length() - 1
+    assert lib.sg_softmax_vjp_f32(*pointers, 3, 37, best, 1) == 0
+    assert lib.sg_softmax_vjp_f32(*pointers, 3, 37, 2, 1) == lib.SG_BAD_ISA
+    np.testing.assert_array_equal(out, native.softmax_vjp(y, dy, isa=native.ALL_ISAS[best]))
+    # the environment switch the shipped build reads
+    from softmax_grad import _native_build
+
+    assert _native_build.macros({"SG_NO_AVX512": "1"}) == (("SG_NO_AVX512", "1"),)
+    assert _native_build.macros({"SG_NO_AVX512": "0"}) == _native_build.macros({}) == ()
+
+
 def test_missing_extension_says_how_to_build():
     code = (
         "import sys; sys.modules['softmax_grad._native'] = None\n"
@@ -734,7 +1116,7 @@ def test_vjp_streaming_variant_any_alignment(isa, dtype):
     itemsize = np.dtype(dtype).itemsize
     rng = np.random.default_rng(11)
     for n, out_off, in_off in [(37, 1, 0), (1000, 3, 5), (4099, 0, 2)]:
-        rows = (32 << 20) // (3 * itemsize * n) + 2
+        rows = STREAM_BYTES // (3 * itemsize * n) + 2
         size = rows * n
         base = rng.random(size + 8).astype(dtype)
         y = base[in_off : in_off + size].reshape(rows, n)
@@ -762,7 +1144,7 @@ def test_stream_add_streaming_variant_any_alignment(isa, dtype):
     # after a masked head: any element offset of out and of the inputs must still give exactly
     # a + b, split over 1 or 2 threads, without writing outside out.
     itemsize = np.dtype(dtype).itemsize
-    size = (32 << 20) // (3 * itemsize) + 1001  # odd: a masked tail as well
+    size = STREAM_BYTES // (3 * itemsize) + 1001  # odd: a masked tail as well
     rng = np.random.default_rng(12)
     base = rng.random(size + 8).astype(dtype)
     b = rng.random(size).astype(dtype)

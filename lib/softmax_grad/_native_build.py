@@ -8,7 +8,8 @@ lines dropped), so the header is the one place that declares it. One compile ser
 CPU: the AVX2 and AVX-512 files enable their instruction sets per function with
 ``__attribute__((target(...)))`` and run only after ``dispatch.c`` has checked the CPU; no
 ``-march=native``. On other architectures those files compile to nothing and only the scalar
-path exists.
+path exists; ``SG_NO_AVX512=1`` in the build's environment leaves out the AVX-512 path (see
+:func:`macros`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "softmax_grad.h"
-SOURCES = ("dispatch.c", "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c")
-DEPENDS = ("softmax_grad.h", "kernels.h", "kernels_simd.h")
+SOURCES = ("dispatch.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c")
+DEPENDS = ("softmax_grad.h", "kernels.h", "kernels_simd.h", "pool.h")
 MODULE = "softmax_grad._native"
 
 # -ffp-contract=off: no silent a*b+c fusion, so NaN/inf follow the written operations (and the
@@ -30,6 +31,14 @@ MODULE = "softmax_grad._native"
 # reason: the kernels must see NaN and infinities.
 COMPILE_ARGS = ("-O3", "-std=gnu11", "-ffp-contract=off", "-fno-strict-aliasing", "-pthread")
 LINK_ARGS = ("-pthread",)
+
+
+def macros(environ=os.environ) -> tuple:
+    """Preprocessor macros of the build: ``SG_NO_AVX512`` when the environment sets
+    ``SG_NO_AVX512`` to anything but ``""`` or ``"0"`` (for a compiler without AVX-512
+    intrinsics: ``csrc/kernels_avx512.c`` then compiles to nothing and ``isas()`` never offers
+    ``"avx512"``)."""
+    return (("SG_NO_AVX512", "1"),) if environ.get("SG_NO_AVX512", "0") not in ("", "0") else ()
 
 
 def cdef_source(header: Path = HEADER) -> str:
@@ -53,6 +62,7 @@ def make_ffi(module: str = MODULE) -> FFI:
         sources=[_relative(CSRC / name) for name in SOURCES],
         depends=[_relative(CSRC / name) for name in DEPENDS],
         include_dirs=[_relative(CSRC)],
+        define_macros=list(macros()),
         extra_compile_args=list(COMPILE_ARGS),
         extra_link_args=list(LINK_ARGS),
         libraries=["m"],

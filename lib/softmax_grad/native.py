@@ -3,14 +3,17 @@ r"""Compiled softmax kernels (scalar C, AVX2+FMA, AVX-512F), chosen at run time.
 The C code in ``csrc/`` is compiled into ``softmax_grad._native`` (cffi API mode) when the package
 is installed; importing this module never compiles anything. Every function here takes NumPy
 arrays whose **last axis** is the softmax axis, with any number of leading axes, in float32 or
-float64 (all arrays of one call share the dtype, and so does the result). This layer checks every
-argument before a pointer reaches C, copies inputs that are not C-contiguous and aligned, and
-never writes outside ``out``.
+float64 (all arrays of one call share the dtype, and so does the result). Every argument is
+checked before a kernel runs (two pointer checks, alignment and overlap, by the C entry points;
+see ``_run``); inputs that are not C-contiguous and aligned are copied, and nothing outside ``out``
+is ever written.
 
 ``isa`` picks the instruction-set path: one of :func:`isas` (``None`` = the best, the last one).
-``threads`` is the most POSIX threads that may share the rows (``None`` = the usable CPUs; small
-calls use fewer, see :func:`default_threads`); each row is computed by the same code whatever the
-split, so results are bitwise identical for any ``threads``.
+``threads`` is the most threads that may share the rows (``None`` = the usable CPUs; small calls
+use fewer, see :func:`default_threads`): the calling thread and workers of a pool kept by the C
+library, started on first need. Each row is computed by the same code whatever the split, so
+results are bitwise identical for any ``threads``. Every function takes its arguments in the same
+order: the inputs, then ``out``, ``isa``, ``threads``.
 
 Examples
 --------
@@ -23,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,28 +61,51 @@ _BEST = _ISA_INDEX[_AVAILABLE[-1]]
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-# Keyed by itemsize: after validation 4 means float32 and 8 float64, whatever the dtype object.
-_ARRAY = {4: _ffi.typeof("float[]"), 8: _ffi.typeof("double[]")}
-_VJP = {4: _lib.sg_softmax_vjp_f32, 8: _lib.sg_softmax_vjp_f64}
-_SOFTMAX = {4: _lib.sg_softmax_f32, 8: _lib.sg_softmax_f64}
-_QUADRATIC = {4: _lib.sg_jacobian_product_quadratic_f32, 8: _lib.sg_jacobian_product_quadratic_f64}
-_ADD = {4: _lib.sg_stream_add_f32, 8: _lib.sg_stream_add_f64}
 _ndarray = np.ndarray
+_empty = np.empty
 _from_buffer = _ffi.from_buffer
 
-# Threads are started per call (no pool: no global state), and a second thread costs 25-50 us to
-# start and join on the development machine (2-core AMD EPYC Zen 4 VM, shared with other jobs), so
-# it pays off only for enough work. Measured by timing softmax_vjp and softmax (float32 and
-# float64, rows of 1000 and 4099, median of 200 calls) with 1 thread and with 2 forced threads
-# (THREAD_THRESHOLD_BYTES patched to 1) on calls moving 32 KiB to 32 MiB: 2 threads first won at
-# 4-16 MiB for the VJP (16 MiB: 1.3-1.9x) and at 2-4 MiB for the forward pass, which spends about
-# 4x more time per byte (exp), hence its work factor.
-THREAD_THRESHOLD_BYTES = 8 << 20
-_SOFTMAX_WORK_FACTOR = 4
+#: Bytes a call moves (all its streams, weighted by the work per byte) per thread it may use:
+#: one thread below this, one more per further step (see :func:`default_threads`). Measured with
+#: the C worker pool; see bench/README.md, "Design measurements".
+THREAD_THRESHOLD_BYTES = 256 << 10
 try:
     _CPUS = len(os.sched_getaffinity(0))
 except AttributeError:  # pragma: no cover - not Linux
     _CPUS = os.cpu_count() or 1
+
+
+class _Op(NamedTuple):
+    """One operation: its kernels and what the shared call path needs to know about it.
+
+    ``f32`` and ``f64`` come first, so the fast path reads them by index (a tuple index is
+    cheaper than a named field); each is ``(cffi pointer type, C function, work bytes per
+    element, itemsize)``, the work bytes being ``weight * itemsize`` (0 for the O(n^2) kernel,
+    whose work per element is ``n * itemsize``).
+    """
+
+    f32: tuple
+    f64: tuple
+    names: tuple  # the argument names, for error messages: ("y", "dy") or ("x",)
+    weight: int  # work per byte of one array, relative to the VJP's 3 streams; 0: n (O(n^2))
+    elementwise: bool  # True: any element may start a thread's block; False: whole rows
+
+
+_P32, _P64 = _ffi.typeof("float *"), _ffi.typeof("double *")
+
+
+def _op(name: str, names: tuple, weight: int, elementwise: bool = False) -> _Op:
+    f32, f64 = getattr(_lib, f"sg_{name}_f32"), getattr(_lib, f"sg_{name}_f64")
+    return _Op((_P32, f32, 4 * weight, 4), (_P64, f64, 8 * weight, 8), names, weight, elementwise)
+
+
+# The pointer table: every C entry point this module calls.
+_VJP = _op("softmax_vjp", ("y", "dy"), 3)
+# The forward pass costs more per byte than the VJP (its exp): 2 streams, each byte weighing 4
+# (bench/README.md, "Design measurements").
+_SOFTMAX = _op("softmax", ("x",), 2 * 4)
+_QUADRATIC = _op("jacobian_product_quadratic", ("y", "dy"), 0)
+_ADD = _op("stream_add", ("a", "b"), 3, elementwise=True)
 
 
 def isas() -> tuple[str, ...]:
@@ -95,19 +122,27 @@ def isas() -> tuple[str, ...]:
 
 
 def default_threads(nbytes: int, rows: int, threads: int | None = None) -> int:
-    """How many threads a call moving ``nbytes`` bytes over ``rows`` rows really uses.
+    """How many threads a call with ``nbytes`` of work over ``rows`` rows really uses.
 
     ``threads`` (default: the usable CPUs) is a maximum: one more thread per
     :data:`THREAD_THRESHOLD_BYTES` of work, and never more threads than rows (a row is never split
-    between threads). So small calls run on the calling thread alone, even with ``threads=2``,
-    as PyTorch's ``parallel_for`` does with its grain size. For :func:`softmax`, pass 4x its
-    bytes: it spends about 4x more time per byte than the VJP.
+    between threads; for the elementwise :func:`stream_add`, pass its element count). So small
+    calls run on the calling thread alone, even with ``threads=2``, as PyTorch's
+    ``parallel_for`` does with its grain size. ``nbytes`` is the bytes of all streams (3 arrays
+    for the VJP) times the work per byte relative to the VJP: 4 for :func:`softmax` (its exp),
+    ``n`` for :func:`jacobian_product_quadratic`.
     """
     limit = _CPUS if threads is None else threads
     return max(1, min(limit, rows, 1 + nbytes // THREAD_THRESHOLD_BYTES))
 
 
-# ---- validation (the slow path; the public functions try a lean fast path first) ---------------
+def _pool_workers() -> int:
+    """Worker threads the C pool holds now (0 before the first multithreaded call, and in a
+    fresh fork child); for tests."""
+    return _lib.sg_pool_workers()
+
+
+# ---- validation (the slow path) ----------------------------------------------------------------
 
 
 def _isa_index(isa) -> int:
@@ -123,14 +158,14 @@ def _isa_index(isa) -> int:
     raise ValueError(f"unknown isa={isa!r}; allowed: None or one of {', '.join(ALL_ISAS)}")
 
 
-def _threads(threads, nbytes: int, rows: int) -> int:
+def _threads(threads, nbytes: int, units: int) -> int:
     if threads is None:
-        return default_threads(nbytes, rows)
+        return default_threads(nbytes, units)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be None or an int >= 1, got {type(threads).__name__}")
     if threads < 1:
         raise ValueError(f"threads={threads} is not allowed; use None or an int >= 1")
-    return default_threads(nbytes, rows, int(threads))
+    return default_threads(nbytes, units, int(threads))
 
 
 def _as_input(a, name: str) -> np.ndarray:
@@ -175,62 +210,97 @@ def _check_out(out, shape: tuple, dtype: np.dtype, inputs: tuple) -> np.ndarray:
     return out
 
 
-def _prepare(arrays: tuple, names: tuple, out, isa, threads, work: int):
-    """Validate everything; return (arrays, out, rows, n, isa_index, threads).
-
-    ``work`` weighs the bytes of one input for the thread count (streams x cost per byte).
-    """
-    arrays = tuple(_as_input(a, name) for a, name in zip(arrays, names, strict=True))
+def _slow(op: _Op, a, b, out, isa, threads) -> np.ndarray:
+    """Validate everything, copy inputs that need it, raise the precise error; then call."""
+    names = op.names
+    arrays = tuple(_as_input(v, name) for v, name in zip((a, b), names, strict=False))
     first, first_name = arrays[0], names[0]
-    for a, name in zip(arrays[1:], names[1:], strict=True):
-        if a.dtype != first.dtype:
+    for v, name in zip(arrays[1:], names[1:], strict=True):
+        if v.dtype != first.dtype:
             raise TypeError(
-                f"{first_name} and {name} must have the same dtype, got {first.dtype} and {a.dtype}"
+                f"{first_name} and {name} must have the same dtype, got {first.dtype} and {v.dtype}"
             )
-        if a.shape != first.shape:
+        if v.shape != first.shape:
             raise ValueError(
                 f"{first_name} and {name} must have the same shape, got "
-                f"{first_name}.shape={first.shape} and {name}.shape={a.shape}"
+                f"{first_name}.shape={first.shape} and {name}.shape={v.shape}"
             )
     index = _isa_index(isa)
-    n = first.shape[-1]
-    rows = first.size // n if n else 0
-    nthreads = _threads(threads, work * first.nbytes, rows)
+    size, n = first.size, first.shape[-1]
+    rows = size // n if n else 0
+    work = (op.weight or n) * first.nbytes
+    nthreads = _threads(threads, work, size if op.elementwise else rows)
     if out is None:
         out = np.empty(first.shape, first.dtype)
     else:
         out = _check_out(out, first.shape, first.dtype, tuple(zip(names, arrays, strict=True)))
-    return arrays, out, rows, n, index, nthreads
-
-
-def _call(fn, *args) -> None:
-    status = fn(*args)
+    ct, fn = (op.f32 if first.itemsize == 4 else op.f64)[:2]
+    pointers = [_from_buffer(ct, v) for v in arrays]
+    status = fn(*pointers, _from_buffer(ct, out, require_writable=True), rows, n, index, nthreads)
     if status:  # pragma: no cover - the checks above make this unreachable
         raise RuntimeError(f"native kernel rejected its arguments (status {status})")
+    return out
 
 
 # ---- the fast path -------------------------------------------------------------------------------
-# Each public function first recognises the common call -- ndarrays that need no copy, a known
-# isa, threads None or an int >= 1, out None or usable -- with a few attribute reads inline
-# (flags.carray = C-contiguous, aligned and writeable; a function call costs ~70 ns here, so the
-# checks are written out in each function rather than shared). Anything else goes through
-# _prepare, which copies what it must and raises the precise error.
-# The overlap check of out against each input uses the pointers cffi needs anyway: all arrays in
-# the fast path are C-contiguous with the same dtype and size, so they overlap exactly when their
-# start addresses are less than `size` elements apart. cffi subtracts two pointers in C,
-# (p - q) / itemsize rounded toward zero, so a byte distance that is not a multiple of the
-# itemsize still gives |d| < size exactly when the byte ranges overlap. This is what
-# np.may_share_memory's bounds test computes for contiguous arrays, at ~70 ns instead of ~230 ns.
-# Measured at 1x10 on the development machine (min of 5 x 200k calls): ffi.from_buffer ~135 ns
-# per array, np.empty ~100 ns, the cffi call ~200 ns.
 
-_empty = np.empty
-# Per dtype, unpacked in one step: (cffi pointer type, kernel, itemsize). from_buffer to a pointer
-# type (not "float[]") gives pointers that cffi can subtract directly for the overlap check.
-_PTR = {4: _ffi.typeof("float *"), 8: _ffi.typeof("double *")}
-_VJP_F32, _VJP_F64 = (_PTR[4], _VJP[4], 4), (_PTR[8], _VJP[8], 8)
-_SOFTMAX_F32, _SOFTMAX_F64 = (_PTR[4], _SOFTMAX[4], 4), (_PTR[8], _SOFTMAX[8], 8)
-_ADD_F32, _ADD_F64 = (_PTR[4], _ADD[4], 4), (_PTR[8], _ADD[8], 8)
+
+def _run(op: _Op, a, b, out, isa, threads) -> np.ndarray:
+    """The call path of every public function (``b`` is None for one input).
+
+    It first recognises the common call -- ndarrays of one float dtype and shape, a known
+    ``isa``, ``threads`` None or an int >= 1, ``out`` None or an ndarray like the inputs -- with
+    a few attribute reads, and leaves the rest to checks that cost nothing extra:
+    ``ffi.from_buffer`` refuses arrays that are not C-contiguous (and a read-only ``out``), and
+    the C entry point returns a status instead of running on a misaligned pointer or an ``out``
+    that overlaps an input. Read-only inputs are fine. Anything else, and any nonzero status, goes
+    to :func:`_slow`, which copies what it must or raises the precise error. On small arrays an
+    attribute read costs as much as the kernel's work, so nothing is read twice and nothing is
+    checked in Python that C or cffi checks anyway.
+    """
+    if type(a) is _ndarray:
+        dt = a.dtype
+        kernel = op[0] if dt is _F32 else op[1] if dt is _F64 else None
+        shape = a.shape
+        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
+        if (
+            kernel is not None
+            and index is not None
+            and (b is None or (type(b) is _ndarray and b.dtype is dt and b.shape == shape))
+            and (out is None or (type(out) is _ndarray and out.dtype is dt and out.shape == shape))
+            and (threads is None or (type(threads) is int and threads >= 1))
+            and shape
+        ):
+            ct, fn, per_element, itemsize = kernel
+            try:
+                pa = _from_buffer(ct, a)
+                pb = None if b is None else _from_buffer(ct, b)
+                if out is None:
+                    res = _empty(shape, dt)
+                    po = _from_buffer(ct, res)
+                else:
+                    res = out
+                    po = _from_buffer(ct, out, True)
+            except (ValueError, TypeError, BufferError):
+                pass  # not C-contiguous, or out read-only: the slow path copies or raises
+            else:
+                size = a.size
+                n = shape[-1]
+                rows = size // n if n else 0
+                work = size * (per_element or n * itemsize)
+                if work < THREAD_THRESHOLD_BYTES or threads == 1:
+                    t = 1  # default_threads' answer, without its arithmetic
+                else:
+                    t = default_threads(work, size if op.elementwise else rows, threads)
+                if b is None:
+                    status = fn(pa, po, rows, n, index, t)
+                else:
+                    status = fn(pa, pb, po, rows, n, index, t)
+                if not status:
+                    return res
+                # misaligned or overlapping: the slow path copies the misaligned inputs or
+                # raises the precise error
+    return _slow(op, a, b, out, isa, threads)
 
 
 # ---- public functions --------------------------------------------------------------------------
@@ -276,63 +346,7 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
         If the shapes differ, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
     """
-    if type(y) is _ndarray and type(dy) is _ndarray and (out is None or type(out) is _ndarray):
-        dt = y.dtype
-        spec = _VJP_F32 if dt is _F32 else _VJP_F64 if dt is _F64 else None
-        shape = y.shape
-        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
-        if (
-            spec is not None
-            and dy.dtype is dt
-            and shape == dy.shape
-            and shape
-            and y.flags.carray
-            and dy.flags.carray
-            and index is not None
-            and (threads is None or (type(threads) is int and threads >= 1))
-            and (out is None or (out.dtype is dt and out.shape == shape and out.flags.carray))
-        ):
-            size = y.size
-            if not size:
-                return _empty(shape, dt) if out is None else out
-            ct, fn, k = spec
-            if out is None:
-                out = _empty(shape, dt)
-                po = _from_buffer(ct, out)
-                py = _from_buffer(ct, y)
-                pdy = _from_buffer(ct, dy)
-            else:
-                po = _from_buffer(ct, out)
-                py = _from_buffer(ct, y)
-                pdy = _from_buffer(ct, dy)
-                d, e = po - py, po - pdy  # distances in elements (see the fast-path note)
-                if -size < d < size or -size < e < size:
-                    py = None  # overlap: the slow path raises the precise error
-            if py is not None:
-                n = shape[-1]
-                rows = size // n
-                work = 3 * k * size
-                if rows > 1 and work >= THREAD_THRESHOLD_BYTES:  # inline default_threads
-                    threads = min(threads or _CPUS, rows, 1 + work // THREAD_THRESHOLD_BYTES)
-                else:
-                    threads = 1
-                if fn(py, pdy, po, rows, n, index, threads):
-                    raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
-                return out
-    (y, dy), out, rows, n, index, threads = _prepare((y, dy), ("y", "dy"), out, isa, threads, 3)
-    if rows:
-        ct = _ARRAY[y.itemsize]
-        _call(
-            _VJP[y.itemsize],
-            _from_buffer(ct, y),
-            _from_buffer(ct, dy),
-            _from_buffer(ct, out),
-            rows,
-            n,
-            index,
-            threads,
-        )
-    return out
+    return _run(_VJP, y, dy, out, isa, threads)
 
 
 def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
@@ -369,62 +383,11 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
         If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
     """
-    if type(x) is _ndarray and (out is None or type(out) is _ndarray):
-        dt = x.dtype
-        spec = _SOFTMAX_F32 if dt is _F32 else _SOFTMAX_F64 if dt is _F64 else None
-        shape = x.shape
-        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
-        if (
-            spec is not None
-            and shape
-            and x.flags.carray
-            and index is not None
-            and (threads is None or (type(threads) is int and threads >= 1))
-            and (out is None or (out.dtype is dt and out.shape == shape and out.flags.carray))
-        ):
-            size = x.size
-            if not size:
-                return _empty(shape, dt) if out is None else out
-            ct, fn, k = spec
-            if out is None:
-                out = _empty(shape, dt)
-                po = _from_buffer(ct, out)
-                px = _from_buffer(ct, x)
-            else:
-                po = _from_buffer(ct, out)
-                px = _from_buffer(ct, x)
-                d = po - px  # distance in elements (see the fast-path note)
-                if -size < d < size:
-                    px = None  # overlap: the slow path raises the precise error
-            if px is not None:
-                n = shape[-1]
-                rows = size // n
-                work = 2 * _SOFTMAX_WORK_FACTOR * k * size  # the forward pass's work factor
-                if rows > 1 and work >= THREAD_THRESHOLD_BYTES:  # inline default_threads
-                    threads = min(threads or _CPUS, rows, 1 + work // THREAD_THRESHOLD_BYTES)
-                else:
-                    threads = 1
-                if fn(px, po, rows, n, index, threads):
-                    raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
-                return out
-    work = 2 * _SOFTMAX_WORK_FACTOR  # two streams, each byte costing 4x a VJP byte
-    (x,), out, rows, n, index, threads = _prepare((x,), ("x",), out, isa, threads, work)
-    if rows:
-        ct = _ARRAY[x.itemsize]
-        _call(
-            _SOFTMAX[x.itemsize],
-            _from_buffer(ct, x),
-            _from_buffer(ct, out),
-            rows,
-            n,
-            index,
-            threads,
-        )
-    return out
+    return _run(_SOFTMAX, x, None, out, isa, threads)
 
 
-def jacobian_product_quadratic(y, dy, isa=None) -> np.ndarray:
-    r"""The source thread's O(n²) algorithm for :math:`J^\top dy`, row by row, one thread.
+def jacobian_product_quadratic(y, dy, out=None, isa=None, threads=1) -> np.ndarray:
+    r"""The source thread's O(n²) algorithm for :math:`J^\top dy`, row by row.
 
     For each row and each :math:`i`, :math:`dx_i = \sum_j dy_j\,y_j\,(-y_i)`, then
     :math:`dx_i \mathrel{+}= y_i\,dy_i`: one pass over the whole row per output element, so
@@ -439,35 +402,34 @@ def jacobian_product_quadratic(y, dy, isa=None) -> np.ndarray:
         Softmax output.
     dy : array_like, same shape and dtype as ``y``
         Upstream gradient.
+    out : ndarray, optional
+        As in :func:`softmax_vjp`.
     isa : {None, "scalar", "avx2", "avx512"}, optional
         Instruction-set path; ``None`` picks the best of :func:`isas`.
+    threads : int >= 1 or None, default 1
+        As in :func:`softmax_vjp`; one thread unless asked, because the function exists to be
+        timed against :func:`softmax_vjp` on one thread.
 
     Returns
     -------
     dx : ndarray, shape (..., n), dtype of ``y``
+        ``out`` if given.
 
     Raises
     ------
     TypeError, ValueError
         As :func:`softmax_vjp`.
     """
-    (y, dy), out, rows, n, index, _ = _prepare((y, dy), ("y", "dy"), None, isa, 1, 3)
-    if rows:
-        ct = _ARRAY[y.itemsize]
-        fn = _QUADRATIC[y.itemsize]
-        _call(
-            fn, _from_buffer(ct, y), _from_buffer(ct, dy), _from_buffer(ct, out), rows, n, index, 1
-        )
-    return out
+    return _run(_QUADRATIC, y, dy, out, isa, threads)
 
 
-def stream_add(a, b, out=None, threads=None, isa=None) -> np.ndarray:
+def stream_add(a, b, out=None, isa=None, threads=None) -> np.ndarray:
     r"""The bandwidth floor: :math:`c = a + b` elementwise.
 
     Reads two arrays and writes one, the same three streams of the same size as
     :func:`softmax_vjp`, with the least possible work per element: its time is the memory-bound
     limit a VJP of the same shape can approach. It moves its bytes the way :func:`softmax_vjp`
-    does (the output aligned by a masked head; above the same 32 MiB threshold, non-temporal
+    does (the output aligned by a masked head; above the same 16 MiB threshold, non-temporal
     stores that skip the read-for-ownership, with software prefetching), so the VJP is compared
     with a floor that uses the same techniques. The elements are split into contiguous blocks over
     ``threads`` threads (any split: there are no rows to keep whole).
@@ -478,64 +440,15 @@ def stream_add(a, b, out=None, threads=None, isa=None) -> np.ndarray:
         Operands (at least one dimension).
     out : ndarray, optional
         C-contiguous, writeable array of the same shape and dtype, not overlapping ``a`` or ``b``.
+    isa : {None, "scalar", "avx2", "avx512"}, optional
+        ``None`` picks the best of :func:`isas`.
     threads : int >= 1, optional
         At most this many threads (fewer for small calls, see :func:`default_threads`); ``None``
         allows as many as there are usable CPUs.
-    isa : {None, "scalar", "avx2", "avx512"}, optional
-        ``None`` picks the best of :func:`isas`.
 
     Returns
     -------
     c : ndarray, same shape and dtype as ``a``
+        ``out`` if given.
     """
-    if type(a) is _ndarray and type(b) is _ndarray and (out is None or type(out) is _ndarray):
-        dt = a.dtype
-        spec = _ADD_F32 if dt is _F32 else _ADD_F64 if dt is _F64 else None
-        shape = a.shape
-        index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
-        if (
-            spec is not None
-            and b.dtype is dt
-            and shape == b.shape
-            and shape
-            and a.flags.carray
-            and b.flags.carray
-            and index is not None
-            and (threads is None or (type(threads) is int and threads >= 1))
-            and (out is None or (out.dtype is dt and out.shape == shape and out.flags.carray))
-        ):
-            size = a.size
-            if not size:
-                return _empty(shape, dt) if out is None else out
-            ct, fn, k = spec
-            if out is None:
-                out = _empty(shape, dt)
-                po = _from_buffer(ct, out)
-                pa = _from_buffer(ct, a)
-                pb = _from_buffer(ct, b)
-            else:
-                po = _from_buffer(ct, out)
-                pa = _from_buffer(ct, a)
-                pb = _from_buffer(ct, b)
-                d, e = po - pa, po - pb  # distances in elements (see the fast-path note)
-                if -size < d < size or -size < e < size:
-                    pa = None  # overlap: the slow path raises the precise error
-            if pa is not None:
-                work = 3 * k * size  # no rows to keep whole: only the size limits the threads
-                if work >= THREAD_THRESHOLD_BYTES:
-                    threads = min(threads or _CPUS, 1 + work // THREAD_THRESHOLD_BYTES)
-                else:
-                    threads = 1
-                if fn(pa, pb, po, size, index, threads):
-                    raise RuntimeError("native kernel rejected its arguments")  # pragma: no cover
-                return out
-    (a, b), out, _, _, index, _ = _prepare((a, b), ("a", "b"), out, isa, threads, 3)
-    size = a.size
-    threads = default_threads(3 * size * a.itemsize, size, threads)
-    if size:
-        ct = _ARRAY[a.itemsize]
-        _call(
-            _ADD[a.itemsize], _from_buffer(ct, a), _from_buffer(ct, b), _from_buffer(ct, out), size,
-            index, threads,
-        )  # fmt: skip
-    return out
+    return _run(_ADD, a, b, out, isa, threads)
