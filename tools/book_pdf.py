@@ -64,6 +64,14 @@ pre, .highlight pre, .output pre { white-space: pre-wrap !important; word-break:
 .cell_output, .output, div.highlight, .table-wrapper { overflow: visible !important;
   max-height: none !important; }
 img { max-width: 100% !important; break-inside: avoid; }
+/* The theme's containers are flex items, whose default min-width is their widest unbreakable
+   content: one wide table or long line would widen the whole article, which is centred, so both
+   edges of every page would be cut off. The article takes the page's width; tables wrap. */
+.bd-container, .bd-container__inner, .bd-page-width, .bd-main, .bd-content,
+.bd-article-container, .bd-article { min-width: 0 !important; }
+.pst-scrollable-table-container { overflow: visible !important; }
+table { max-width: 100% !important; }
+th, td, th code, td code, td .pre { white-space: normal !important; overflow-wrap: anywhere; }
 figure, .cell_output img { break-inside: avoid; }
 h1, h2, h3, h4 { break-after: avoid; }
 .book-pdf-title { break-after: page; }
