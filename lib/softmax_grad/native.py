@@ -312,8 +312,9 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     For each row, :math:`dx_i = y_i\,(dy_i - \sum_j y_j\,dy_j)`, which is :math:`J^\top dy` with
     :math:`J = \operatorname{diag}(y) - y y^\top`, in O(n) per row and without forming :math:`J`.
     NaN and inf propagate through a row as in the NumPy formula
-    :func:`softmax_grad.softmax_vjp`. The result is bitwise the same for any ``threads``; the
-    dot product's summation order follows each row's alignment in memory (the kernel starts at a
+    :func:`softmax_grad.softmax_vjp`. The result is bitwise the same for any ``threads``. Rows
+    shorter than 8 SIMD vectors give the same bits at any address; for longer rows the dot
+    product's summation order follows the row's alignment in memory (the kernel starts at a
     vector boundary), so a copy of ``y`` at another address may differ in the last bits, within
     the rounding-error bound :func:`softmax_grad.vjp_error_bound` (which holds for every
     summation order).
