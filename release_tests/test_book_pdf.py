@@ -173,6 +173,67 @@ def test_every_notebook_figure_is_in_the_pdf(pdf):
     assert not missing, f"figures (width x height) not found in the PDF: {dict(missing)}"
 
 
+def test_no_image_but_the_figures(pdf):
+    """Every image in the PDF is a notebook figure: a box shadow, filter or opacity that Chromium
+    prints as a grey raster (once about 150 of them, most of the file) is not."""
+    figures = Counter(
+        _png_size(out["data"]["image/png"])
+        for path in NOTEBOOKS
+        for cell in json.loads(path.read_text())["cells"]
+        if cell["cell_type"] == "code"
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
+    )
+    listing = subprocess.run(
+        [_tool("pdfimages"), "-list", str(pdf)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[2:]
+    extra = Counter(
+        (int(cols[0]), int(cols[3]), int(cols[4]), cols[5])
+        for cols in (row.split() for row in listing)
+        if cols[2] == "image" and (int(cols[3]), int(cols[4])) not in figures
+    )
+    assert not extra, (
+        f"{sum(extra.values())} images that are no figure (page, width, height, colour), "
+        f"the first: {sorted(extra)[:10]}"
+    )
+
+
+# One word of pdftotext -bbox: its box in points, from the page's top left corner.
+BBOX_PAGE = re.compile(r'<page width="([\d.]+)" height="[\d.]+">(.*?)</page>', re.S)
+BBOX_WORD = re.compile(r'<word xMin="([-\d.]+)" yMin="[-\d.]+" xMax="([-\d.]+)"[^>]*>([^<]*)<')
+
+
+def test_nothing_is_cut_off_at_the_page_edges(pdf, text):
+    """Every word lies between the side margins, whose width is where the title begins.
+
+    A page laid out wider than the paper (once: every page, both edges cut) or a formula wider
+    than the text is clipped at the margin: the first page then does not begin with the book's
+    title, or a word's box crosses a margin (pdftotext keeps a glyph that is partly inside). Words
+    without a letter or digit are skipped: MathJax's stretchy-delimiter glyphs have font boxes far
+    wider than what they draw."""
+    assert _squash(text).startswith(_squash(_titles()[0])), text[:200]
+    bbox = subprocess.run(
+        [_tool("pdftotext"), "-bbox", "-enc", "UTF-8", str(pdf), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pages = BBOX_PAGE.findall(bbox)
+    margin = float(BBOX_WORD.search(pages[0][1]).group(1))  # the title's first word
+    assert margin > 0, margin
+    outside = []
+    for number, (width, body) in enumerate(pages, start=1):
+        right = float(width) - margin
+        for x_min, x_max, word in BBOX_WORD.findall(body):
+            inside = margin - 1 <= float(x_min) and float(x_max) <= right + 1
+            if re.search(r"[A-Za-z0-9]", word) and not inside:
+                outside.append(f"page {number}: {word!r} at x = {x_min}..{x_max}")
+    assert not outside, (
+        f"words past the side margins ({margin:.1f} pt of {width} pt):\n  "
+        + "\n  ".join(outside[:20])
+    )
+
+
 def test_internal_links_point_into_the_document(pdf):
     """The contents page's entries are links inside the PDF (GoTo actions or named
     destinations), not URLs back to the web page the PDF was printed from."""

@@ -45,8 +45,12 @@ logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 PRINT_CSS = """
 @page { size: A4; }
-/* Chromium prints a box shadow as a raster image; on paper it is only noise. */
-* { box-shadow: none !important; text-shadow: none !important; }
+/* Chromium prints a box shadow as a grey raster image the width of the box (most of the PDF's
+   bytes); on paper it is only noise. The themes set the admonitions', topics' and dropdowns'
+   shadows with !important on class selectors, so a bare * would lose to them: :not(#id) gives
+   this rule an id's specificity, which beats any number of classes. */
+*:not(#book-pdf-none), *:not(#book-pdf-none)::before, *:not(#book-pdf-none)::after {
+  box-shadow: none !important; text-shadow: none !important; }
 .bd-header, .bd-header-announcement, .bd-sidebar-primary, .bd-sidebar-secondary,
 .header-article, .prev-next-area, .bd-footer, .bd-footer-article, .bd-footer-content,
 footer, .headerlink, #searchbox, .skip-link, .search-button-field, .theme-switch-button,
@@ -161,6 +165,25 @@ async ({title, author}) => {
 }
 """
 
+# Display math wider than the text (MathJax 3 does not break lines) would run past the right
+# margin and be cut off on paper; each such formula gets a font size that makes it fit. Run with
+# the viewport as wide as the printed text, so widths are those of the page.
+FIT_MATH_JS = """
+() => {
+  let fitted = 0;
+  document.querySelectorAll('mjx-container[display="true"]').forEach(c => {
+    const math = c.querySelector(':scope > mjx-math');
+    const avail = c.parentElement.clientWidth;
+    const need = math ? math.getBoundingClientRect().width : 0;
+    if (avail > 0 && need > avail) {
+      c.style.fontSize = Math.floor(1000 * avail / need) / 10 + '%';
+      fitted++;
+    }
+  });
+  return fitted;
+}
+"""
+
 SET_PAGES_JS = """
 (pages) => {
   document.querySelectorAll('.book-pdf-title li .page')
@@ -254,6 +277,9 @@ def print_book(html_dir: Path, out: Path, chromium: str, title: str, author: str
             page.add_style_tag(content=PRINT_CSS)
             titles = page.evaluate(PREPARE_JS, {"title": title, "author": author})
             page.emulate_media(media="print")
+            # A4 less the side margins below (210 - 2 * 15 mm), in CSS pixels.
+            page.set_viewport_size({"width": round(180 / 25.4 * 96), "height": 1000})
+            fitted = page.evaluate(FIT_MATH_JS)
             options = dict(
                 format="A4",
                 print_background=True,
@@ -278,7 +304,8 @@ def print_book(html_dir: Path, out: Path, chromium: str, title: str, author: str
             t3 = time.perf_counter()
             print(
                 f"loaded and typeset in {t1 - t0:.0f} s, printed in {t2 - t1:.0f} s, "
-                f"contents page with page numbers in {t3 - t2:.0f} s"
+                f"contents page with page numbers in {t3 - t2:.0f} s; {fitted} wide formulas "
+                "set smaller to fit the page"
             )
             browser.close()
     finally:
