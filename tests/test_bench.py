@@ -239,6 +239,7 @@ def test_every_series_measured_once_by_its_worker(quick_result):
 
 def test_case_numbers(quick_result):
     r, _, _ = quick_result
+    assert r["cases"], "the quick run recorded no series"
     for c in r["cases"]:
         rows, n = c["shape"]
         assert (rows, n) == (1, 10)
