@@ -77,6 +77,9 @@ img { max-width: 100% !important; break-inside: avoid; }
 table { max-width: 100% !important; }
 th, td, th code, td code, td .pre { white-space: normal !important; overflow-wrap: anywhere; }
 figure, .cell_output img { break-inside: avoid; }
+/* The theme keeps each code block whole (div.highlight: break-inside: avoid); its cell's framed
+   box must move with it, or an empty frame is left at the foot of the page before. */
+div.cell_input, div.cell_output { break-inside: avoid; }
 h1, h2, h3, h4 { break-after: avoid; }
 .book-pdf-title { break-after: page; }
 .book-pdf-title .book-pdf-name { font-size: 2.2em; font-weight: 700; margin: 30vh 0 0.4em; }
