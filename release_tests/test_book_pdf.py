@@ -145,10 +145,9 @@ def _png_size(b64: str) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_every_notebook_figure_is_in_the_pdf(pdf):
-    """Each image/png output of the notebooks appears in the PDF at its own pixel size (Chromium
-    embeds the PNG's pixels as they are), so every figure is there, counted with multiplicity."""
-    figures = Counter(
+def _notebook_figures() -> Counter:
+    """Pixel sizes (width, height) of every image/png output of the notebooks, with multiplicity."""
+    return Counter(
         _png_size(out["data"]["image/png"])
         for path in NOTEBOOKS
         for cell in json.loads(path.read_text())["cells"]
@@ -156,14 +155,22 @@ def test_every_notebook_figure_is_in_the_pdf(pdf):
         for out in cell.get("outputs", [])
         if "image/png" in out.get("data", {})
     )
+
+
+def _pdf_images(pdf) -> list[list[str]]:
+    """The rows of ``pdfimages -list`` for the images proper (not masks): page, num, type,
+    width, height, colour, ..."""
     listing = subprocess.run(
         [_tool("pdfimages"), "-list", str(pdf)], capture_output=True, text=True, check=True
     ).stdout.splitlines()[2:]
-    images = Counter(
-        (int(cols[3]), int(cols[4]))
-        for cols in (row.split() for row in listing)
-        if cols[2] == "image"
-    )
+    return [cols for cols in (row.split() for row in listing) if cols[2] == "image"]
+
+
+def test_every_notebook_figure_is_in_the_pdf(pdf):
+    """Each image/png output of the notebooks appears in the PDF at its own pixel size (Chromium
+    embeds the PNG's pixels as they are), so every figure is there, counted with multiplicity."""
+    figures = _notebook_figures()
+    images = Counter((int(cols[3]), int(cols[4])) for cols in _pdf_images(pdf))
     print(
         f"{sum(figures.values())} figures in the notebooks, {sum(images.values())} images "
         "in the PDF"
@@ -176,21 +183,11 @@ def test_every_notebook_figure_is_in_the_pdf(pdf):
 def test_no_image_but_the_figures(pdf):
     """Every image in the PDF is a notebook figure: a box shadow, filter or opacity that Chromium
     prints as a grey raster (once about 150 of them, most of the file) is not."""
-    figures = Counter(
-        _png_size(out["data"]["image/png"])
-        for path in NOTEBOOKS
-        for cell in json.loads(path.read_text())["cells"]
-        if cell["cell_type"] == "code"
-        for out in cell.get("outputs", [])
-        if "image/png" in out.get("data", {})
-    )
-    listing = subprocess.run(
-        [_tool("pdfimages"), "-list", str(pdf)], capture_output=True, text=True, check=True
-    ).stdout.splitlines()[2:]
+    figures = _notebook_figures()
     extra = Counter(
         (int(cols[0]), int(cols[3]), int(cols[4]), cols[5])
-        for cols in (row.split() for row in listing)
-        if cols[2] == "image" and (int(cols[3]), int(cols[4])) not in figures
+        for cols in _pdf_images(pdf)
+        if (int(cols[3]), int(cols[4])) not in figures
     )
     assert not extra, (
         f"{sum(extra.values())} images that are no figure (page, width, height, colour), "
