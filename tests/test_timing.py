@@ -1,11 +1,13 @@
 """softmax_grad.timing: counts, warm-up and interleaving (never a performance target)."""
 
+import os
+import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from softmax_grad import allocator_share, time_call
+from softmax_grad import WARM_HEAP, allocator_share, run_fresh, time_call
 from softmax_grad import timing as timing_module
 
 
@@ -74,3 +76,17 @@ def test_allocator_share_interleaves_and_reports_difference():
     assert order == ["A", "P"] + ["A", "A", "P", "P"] * 3
     assert share.seconds == share.allocating.best - share.preallocated.best
     assert share.share == pytest.approx(share.seconds / share.allocating.best)
+
+
+def test_run_fresh_passes_args_and_environment_to_a_new_interpreter():
+    script = "import os, sys; print(os.getpid(), os.environ.get('MALLOC_TOP_PAD_'), *sys.argv[1:])"
+    pid, pad, *args = run_fresh(script, "a", "b", env=WARM_HEAP).split()
+    assert int(pid) != os.getpid()
+    assert pad == str(2**30)
+    assert args == ["a", "b"]
+    assert run_fresh(script).split()[1] == str(os.environ.get("MALLOC_TOP_PAD_"))
+
+
+def test_run_fresh_raises_when_the_script_fails():
+    with pytest.raises(subprocess.CalledProcessError):
+        run_fresh("raise SystemExit(3)")

@@ -37,7 +37,7 @@ from .symbolic import (
     symbolic_jacobian,
     symbolic_softmax,
 )
-from .timing import AllocatorShare, Timing, allocator_share, time_call
+from .timing import WARM_HEAP, AllocatorShare, Timing, allocator_share, run_fresh, time_call
 from .vjp import log_softmax_vjp, softmax_vjp, vjp_error_bound
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ __all__ = [
     "LogSoftmax",
     "Softmax",
     "Timing",
+    "WARM_HEAP",
     "allocator_share",
     "cache_sizes",
     "check_allclose",
@@ -75,6 +76,7 @@ __all__ = [
     "question_delta",
     "question_delta_difference",
     "relative_error",
+    "run_fresh",
     "softmax",
     "softmax_cross_entropy",
     "softmax_vjp",

@@ -19,7 +19,8 @@ to do with its arithmetic. So, to compare two implementations (say, fused agains
 Setting ``MALLOC_TOP_PAD_`` (e.g. ``1073741824``) in the environment before Python starts makes
 glibc keep freed memory, which removes most of that share. Where an API has no ``out=``
 (the library's softmax, VJP and losses), chapters 4 and 5 time the same code in two fresh
-processes, with and without it, and report the difference as the allocator's share.
+processes, with and without it (:func:`~softmax_grad.run_fresh`), and report the difference as
+the allocator's share.
 
 Timings are noisy on a shared machine: compare implementations as ratios of the best sample,
 measured side by side, and never check a timing in a unit test.
@@ -28,12 +29,15 @@ measured side by side, and never check a timing in a unit test.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["AllocatorShare", "Timing", "allocator_share", "time_call"]
+__all__ = ["WARM_HEAP", "AllocatorShare", "Timing", "allocator_share", "run_fresh", "time_call"]
 
 #: Target duration of one sample when ``number`` is chosen automatically, in seconds.
 SAMPLE_SECONDS = 0.02
@@ -222,3 +226,25 @@ def allocator_share(
             raise TypeError(f"{name} must be a zero-argument callable, got {type(fn).__name__}")
     alloc, pre = _timed([allocating, preallocated], repeat, number, warmup)
     return AllocatorShare(allocating=alloc, preallocated=pre)
+
+
+#: Environment that makes glibc keep up to 1 GiB of freed memory at the top of its heap, so big
+#: temporaries reuse pages already faulted in (see the module docstring); for ``run_fresh``.
+WARM_HEAP = {"MALLOC_TOP_PAD_": str(2**30)}
+
+
+def run_fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``script`` in a fresh Python interpreter and return what it printed.
+
+    The allocator reads ``MALLOC_TOP_PAD_`` only when a process starts, so timing a computation
+    with and without ``WARM_HEAP`` (``MALLOC_TOP_PAD_`` of 1 GiB) takes two fresh processes.
+    ``env`` is added to this process's environment; ``args`` become the script's
+    ``sys.argv[1:]``.
+
+    Raises
+    ------
+    subprocess.CalledProcessError
+        If the script fails (its traceback is on stderr).
+    """
+    cmd = [sys.executable, "-c", script, *args]
+    return subprocess.check_output(cmd, env={**os.environ, **(env or {})}, text=True)
