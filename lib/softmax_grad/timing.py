@@ -239,12 +239,8 @@ def run_fresh(script: str, *args: str, env: dict[str, str] | None = None) -> str
     The allocator reads ``MALLOC_TOP_PAD_`` only when a process starts, so timing a computation
     with and without ``WARM_HEAP`` (``MALLOC_TOP_PAD_`` of 1 GiB) takes two fresh processes.
     ``env`` is added to this process's environment; ``args`` become the script's
-    ``sys.argv[1:]``.
-
-    Raises
-    ------
-    subprocess.CalledProcessError
-        If the script fails (its traceback is on stderr).
+    ``sys.argv[1:]``. A failing script raises ``subprocess.CalledProcessError`` (its traceback
+    is on stderr).
     """
     cmd = [sys.executable, "-c", script, *args]
     return subprocess.check_output(cmd, env={**os.environ, **(env or {})}, text=True)
