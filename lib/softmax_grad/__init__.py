@@ -24,7 +24,15 @@ from .jacobian import (
     jacobian_vectorized,
 )
 from .layers import LogSoftmax, Softmax
-from .losses import cross_entropy, mse, softmax_cross_entropy
+from .losses import (
+    cross_entropy,
+    distillation_loss,
+    focal_loss,
+    kl_divergence,
+    mse,
+    softmax_cross_entropy,
+    z_loss,
+)
 from .machine import cache_sizes, parse_size
 from .symbolic import (
     jacobian_difference,
@@ -59,11 +67,14 @@ __all__ = [
     "cross_entropy",
     "default_step",
     "diagonal_only_derivative",
+    "distillation_loss",
     "error_vs_step",
+    "focal_loss",
     "jacobian_difference",
     "jacobian_einsum",
     "jacobian_iterative",
     "jacobian_vectorized",
+    "kl_divergence",
     "kronecker_form",
     "log_softmax",
     "log_softmax_vjp",
@@ -85,4 +96,5 @@ __all__ = [
     "symbolic_softmax",
     "time_call",
     "vjp_error_bound",
+    "z_loss",
 ]
