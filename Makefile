@@ -30,7 +30,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# PyTorch (the tests' and chapter 10's oracle) is installed first, on its own, as the CPU build:
+# on Linux PyPI's default torch wheel is the CUDA build (several GB), so pip also asks PyTorch's CPU
+# index for torch and its dependencies only (constraints.txt pins them). TORCH_INDEX= (empty) skips
+# that index: pip's configured indexes or a local wheel cache then decide.
+TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu)
+
 $(STAMP): $(BIN)/python $(INSTALL_INPUTS)
+	@echo "==> installing torch (CPU build$(if $(TORCH_INDEX), from $(TORCH_INDEX) or a local cache))"
+	$(BIN)/python -m pip install --quiet -c constraints.txt \
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
 	@echo "==> installing softmax_grad[book,test] (editable, compiles the C extension)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[book,test]'
 	@touch $@
@@ -167,12 +176,12 @@ lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[book,test,lab]'
 	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# PyTorch (the bench extra, CPU build) is only needed here; BENCH_ARGS=--quick for a smoke run.
+# PyTorch (CPU build) comes with make install; BENCH_ARGS=--quick for a smoke run.
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 
 $(BENCH_STAMP): $(STAMP)
-	@echo "==> installing softmax_grad[bench] (torch, CPU build)"
+	@echo "==> installing softmax_grad[bench]"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[book,test,bench]'
 	@touch $@
 
