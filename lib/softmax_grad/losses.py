@@ -376,7 +376,7 @@ def softmax_cross_entropy(
         shifted_k = np.take_along_axis(shifted, idx, axis=-1)[..., 0]
         loss_rows = -c * (shifted_k - log_total)
         if eps > 0:
-            wsum = np.sum(shifted, axis=-1) if w is None else shifted @ w
+            wsum = np.sum(shifted, axis=-1) if w is None else np.einsum("...j,j->...", shifted, w)
             loss_rows = loss_rows - eps / n * (wsum - total_w * log_total)
         # y_k - 1 = -(sum of the other entries) / total: zero the true class, sum the rest.
         e_k = np.take_along_axis(e, idx, axis=-1)[..., 0]
