@@ -216,6 +216,16 @@ def _hard_coefficients(lab, w, eps: float, n: int, dtype):
 # --- cross-entropy ------------------------------------------------------------------------------
 
 
+def _ce_arguments(scores, name, labels, weight, ignore_index, label_smoothing, reduction, out):
+    """Checked arguments of both cross-entropies: (scores, target, weight, smoothing, out)."""
+    scores = as_float_array(scores, name)
+    _check_reduction(reduction)
+    eps = _check_smoothing(label_smoothing)
+    tgt = _target(labels, scores, name, ignore_index)
+    w = _class_weight(weight, scores.shape[-1], scores.dtype)
+    return scores, tgt, w, eps, _check_out(out, scores, (scores,))
+
+
 def cross_entropy(
     probs,
     labels,
@@ -271,13 +281,10 @@ def cross_entropy(
         Labels out of range, not integers or of the wrong shape; a weight of the wrong length or
         negative; smoothing outside [0, 1]; an unknown reduction; an unusable ``out``.
     """
-    probs = as_float_array(probs, "probs")
-    reduction = _check_reduction(reduction)
-    eps = _check_smoothing(label_smoothing)
-    tgt = _target(labels, probs, "probs", ignore_index)
+    probs, tgt, w, eps, out = _ce_arguments(
+        probs, "probs", labels, weight, ignore_index, label_smoothing, reduction, out
+    )
     n = probs.shape[-1]
-    w = _class_weight(weight, n, probs.dtype)
-    out = _check_out(out, probs, (probs,))
     with np.errstate(divide="ignore", invalid="ignore"):
         if tgt.soft is not None:
             scale, denom = _mean_rows(tgt, reduction, probs.dtype)
@@ -347,13 +354,10 @@ def softmax_cross_entropy(
         Equal to ``softmax_vjp(y, cross_entropy(y, labels, ...)[1])`` with
         ``y = softmax(logits)``.
     """
-    logits = as_float_array(logits, "logits")
-    reduction = _check_reduction(reduction)
-    eps = _check_smoothing(label_smoothing)
-    tgt = _target(labels, logits, "logits", ignore_index)
+    logits, tgt, w, eps, out = _ce_arguments(
+        logits, "logits", labels, weight, ignore_index, label_smoothing, reduction, out
+    )
     n = logits.shape[-1]
-    w = _class_weight(weight, n, logits.dtype)
-    out = _check_out(out, logits, (logits,))
     shifted, _ = _shifted(logits, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
         e = np.exp(shifted, out=out)
