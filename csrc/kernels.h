@@ -10,10 +10,18 @@
 
 #include <stddef.h>
 
+#include "softmax_grad.h" /* SG_SUM_BYTES, SG_SUM_ROUNDS */
+
 #if defined(__GNUC__) || defined(__clang__)
 #define SG_RESTRICT __restrict__
+/* Loops over a constant number of accumulator vectors must be unrolled for the accumulators to
+ * live in registers; -O3 alone leaves some as loops over an array in memory. */
+#define SG_UNROLL _Pragma("GCC unroll 64")
+#define SG_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define SG_RESTRICT
+#define SG_UNROLL
+#define SG_ALWAYS_INLINE
 #endif
 
 typedef void (*sg_rows_fn)(const void *a, const void *b, void *out, size_t rows, size_t n);

@@ -14,38 +14,9 @@
 #define SG_TARGET __attribute__((target("avx2,fma")))
 #define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define VSFENCE() _mm_sfence()
+#define SG_KEEP(v) __asm__("" : "+x"(v)) /* v stays in an XMM/YMM/ZMM register */
 
-/* ---- horizontal reductions in a fixed order ---------------------------------------------------- */
-
-SG_TARGET static inline float sg_hsum_f32x8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-SG_TARGET static inline float sg_hmax_f32x8(__m256 v)
-{
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-SG_TARGET static inline double sg_hsum_f64x4(__m256d v)
-{
-    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
-    return _mm_cvtsd_f64(s);
-}
-
-SG_TARGET static inline double sg_hmax_f64x4(__m256d v)
-{
-    __m128d s = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-    s = _mm_max_sd(s, _mm_unpackhi_pd(s, s));
-    return _mm_cvtsd_f64(s);
-}
+#include "kernels_x86.h" /* the horizontal sums and maxima */
 
 /* ---- 2^k for the exp in kernels_simd.h ---------------------------------------------------------
  * AVX2 has no scalef, so 2^k is built in the exponent field, in two halves
@@ -79,16 +50,23 @@ SG_TARGET static inline __m256d sg_ldexp_f64x4(__m256d p, __m256d k)
     return _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);
 }
 
-typedef struct {
-    __m256d lo, hi;
-} sg_acc_f32x8;
-
-SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v)
+/* The first r < 4 floats at p, widened to doubles (the float forward pass sums in double). */
+SG_TARGET static inline __m256d sg_mloadz_f32x4_pd(const float *p, size_t r)
 {
-    acc.lo = _mm256_add_pd(acc.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-    acc.hi = _mm256_add_pd(acc.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-    return acc;
+    const __m128i m = _mm_cmpgt_epi32(_mm_set1_epi32((int)r), _mm_setr_epi32(0, 1, 2, 3));
+    return _mm256_cvtps_pd(_mm_maskload_ps(p, m));
 }
+
+/* The sums of the forward pass, in double vectors for both instances (kernels_simd.h). */
+#define ACC_T double
+#define ACC_V __m256d
+#define ACC_W 4
+#define ACC_ZERO _mm256_setzero_pd()
+#define ACC_ADD _mm256_add_pd
+#define ACC_MUL _mm256_mul_pd
+#define ACC_SUB _mm256_sub_pd
+#define ACC_MAX _mm256_max_pd
+#define ACC_HSUM(v) sg_hsum_f64x4(v)
 
 /* ---- float instance ---------------------------------------------------------------------------- */
 #define FN(name) sg_avx2_##name##_f32
@@ -116,11 +94,10 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define VMLOAD_OR(p, m, fill) _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))
 #define VMSTORE(p, m, v) _mm256_maskstore_ps(p, m, v)
 #define VHSUM(v) sg_hsum_f32x8(v)
+#define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) sg_hmax_f32x8(v)
-#define ACC_T sg_acc_f32x8
-#define ACC_ZERO ((sg_acc_f32x8){_mm256_setzero_pd(), _mm256_setzero_pd()})
-#define ACC_ADD sg_acc_add_f32x8
-#define ACC_HSUM(acc) sg_hsum_f64x4(_mm256_add_pd((acc).lo, (acc).hi))
+#define ACC_LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
+#define ACC_MLOADZ(p, r) sg_mloadz_f32x4_pd(p, r)
 #include "kernels_simd.h"
 
 /* ---- double instance --------------------------------------------------------------------------- */
@@ -149,11 +126,10 @@ SG_TARGET static inline sg_acc_f32x8 sg_acc_add_f32x8(sg_acc_f32x8 acc, __m256 v
 #define VMLOAD_OR(p, m, fill) _mm256_blendv_pd(fill, _mm256_maskload_pd(p, m), _mm256_castsi256_pd(m))
 #define VMSTORE(p, m, v) _mm256_maskstore_pd(p, m, v)
 #define VHSUM(v) sg_hsum_f64x4(v)
+#define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) sg_hmax_f64x4(v)
-#define ACC_T __m256d
-#define ACC_ZERO _mm256_setzero_pd()
-#define ACC_ADD _mm256_add_pd
-#define ACC_HSUM(acc) sg_hsum_f64x4(acc)
+#define ACC_LOAD(p) _mm256_loadu_pd(p)
+#define ACC_MLOADZ(p, r) VMLOADZ(p, MTAIL(r))
 #include "kernels_simd.h"
 
 const struct sg_kernels sg_kernels_avx2 = {

@@ -19,18 +19,29 @@
 #define SG_TARGET __attribute__((target("avx512f,avx2,fma")))
 #define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define VSFENCE() _mm_sfence()
+#define SG_KEEP(v) __asm__("" : "+x"(v)) /* v stays in an XMM/YMM/ZMM register */
 
-/* The float forward pass sums in double: 16 floats become two vectors of 8 doubles. */
-typedef struct {
-    __m512d lo, hi;
-} sg_acc_f32x16;
+#include "kernels_x86.h"
 
-SG_TARGET static inline sg_acc_f32x16 sg_acc_add_f32x16(sg_acc_f32x16 acc, __m512 v)
+/* Horizontal sums by the halving tree (kernels_x86.h): the upper 256 bits onto the lower, then
+ * the AVX2 steps; the same lanes in the same order as on the AVX2 and scalar paths (the
+ * compiler's _mm512_reduce_add_* promise no order). */
+SG_TARGET static inline float sg_hsum_f32x16(__m512 v)
 {
     const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    acc.lo = _mm512_add_pd(acc.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-    acc.hi = _mm512_add_pd(acc.hi, _mm512_cvtps_pd(hi));
-    return acc;
+    return sg_hsum_f32x8(_mm256_add_ps(_mm512_castps512_ps256(v), hi));
+}
+
+SG_TARGET static inline double sg_hsum_f64x8(__m512d v)
+{
+    return sg_hsum_f64x4(_mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1)));
+}
+
+/* The first r < 8 floats at p, widened to doubles (the float forward pass sums in double). */
+SG_TARGET static inline __m512d sg_mloadz_f32x8_pd(const float *p, size_t r)
+{
+    const __m512 x = _mm512_maskz_loadu_ps((__mmask16)((1u << r) - 1u), p);
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(x));
 }
 
 /* VLOADV, the in-cache VJP's load: a 512-bit vector as two 256-bit halves, the same 16 floats /
@@ -44,6 +55,17 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
     return _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_loadu_pd(p)), _mm256_loadu_pd(p + 4),
                               1);
 }
+
+/* The sums of the forward pass, in double vectors for both instances (kernels_simd.h). */
+#define ACC_T double
+#define ACC_V __m512d
+#define ACC_W 8
+#define ACC_ZERO _mm512_setzero_pd()
+#define ACC_ADD _mm512_add_pd
+#define ACC_MUL _mm512_mul_pd
+#define ACC_SUB _mm512_sub_pd
+#define ACC_MAX _mm512_max_pd
+#define ACC_HSUM(v) sg_hsum_f64x8(v)
 
 /* ---- float instance ---------------------------------------------------------------------------- */
 #define FN(name) sg_avx512_##name##_f32
@@ -70,12 +92,11 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define VMLOADZ(p, m) _mm512_maskz_loadu_ps(m, p)
 #define VMLOAD_OR(p, m, fill) _mm512_mask_loadu_ps(fill, m, p)
 #define VMSTORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
-#define VHSUM(v) _mm512_reduce_add_ps(v)
+#define VHSUM(v) sg_hsum_f32x16(v)
+#define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
-#define ACC_T sg_acc_f32x16
-#define ACC_ZERO ((sg_acc_f32x16){_mm512_setzero_pd(), _mm512_setzero_pd()})
-#define ACC_ADD sg_acc_add_f32x16
-#define ACC_HSUM(acc) _mm512_reduce_add_pd(_mm512_add_pd((acc).lo, (acc).hi))
+#define ACC_LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
+#define ACC_MLOADZ(p, r) sg_mloadz_f32x8_pd(p, r)
 #include "kernels_simd.h"
 
 /* ---- double instance --------------------------------------------------------------------------- */
@@ -103,12 +124,11 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define VMLOADZ(p, m) _mm512_maskz_loadu_pd(m, p)
 #define VMLOAD_OR(p, m, fill) _mm512_mask_loadu_pd(fill, m, p)
 #define VMSTORE(p, m, v) _mm512_mask_storeu_pd(p, m, v)
-#define VHSUM(v) _mm512_reduce_add_pd(v)
+#define VHSUM(v) sg_hsum_f64x8(v)
+#define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) _mm512_reduce_max_pd(v)
-#define ACC_T __m512d
-#define ACC_ZERO _mm512_setzero_pd()
-#define ACC_ADD _mm512_add_pd
-#define ACC_HSUM(acc) _mm512_reduce_add_pd(acc)
+#define ACC_LOAD(p) _mm512_loadu_pd(p)
+#define ACC_MLOADZ(p, r) VMLOADZ(p, MTAIL(r))
 #include "kernels_simd.h"
 
 const struct sg_kernels sg_kernels_avx512 = {

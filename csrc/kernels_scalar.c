@@ -4,109 +4,71 @@
  * back, so NaN and infinity propagate exactly as the NumPy formula's separate operations do.
  */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
 
-/* ---- softmax VJP: dx = y * (dy - <y, dy>) ---------------------------------------------------- */
+/* ---- the VJP and the forward pass: kernels_simd.h with vectors of one element -----------------
+ * The same algorithm as the SIMD paths, written once there; these definitions make its vectors
+ * scalars. The results are bitwise those of the SIMD paths: the same sums in the same order
+ * (kernels_sum.h), the same elementwise operations, and the exp's fused multiply-adds are
+ * C99's fma(), rounded once like VFMADD (on x86-64 glibc runs it as one instruction on CPUs with
+ * FMA, in software elsewhere; on AArch64 it is an instruction). */
+#define SG_TARGET
+#define SG_ROWS_ONLY 1 /* the thread's O(n^2) loop and the floor below are this file's own */
+#define VPREFETCH(p) ((void)(p))
+#define VSFENCE() ((void)0)
+/* round to nearest, ties to even, for |v| < 2^22: adding and removing 1.5 * 2^23 leaves no
+ * fraction bits (the rounding mode is the default one; no -ffast-math removes the pair) */
+static inline float sg_round_f32(float v) { return (v + 0x1.8p23f) - 0x1.8p23f; }
+static inline double sg_round_f64(double v) { return (v + 0x1.8p52) - 0x1.8p52; }
 
-/* Four accumulators break the add-latency chain; the sum order depends only on n, never on the
- * thread split or the address, so each row's result is reproducible. */
-#define SG_SCALAR_VJP(T, NAME)                                                                     \
-    static void NAME(const void *a, const void *b, void *o, size_t rows, size_t n)                 \
-    {                                                                                              \
-        const T *SG_RESTRICT y = a;                                                                \
-        const T *SG_RESTRICT dy = b;                                                               \
-        T *SG_RESTRICT out = o;                                                                    \
-        for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n) {                             \
-            T s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                      \
-            size_t i = 0;                                                                          \
-            for (; i + 4 <= n; i += 4) {                                                           \
-                s0 += y[i] * dy[i];                                                                \
-                s1 += y[i + 1] * dy[i + 1];                                                        \
-                s2 += y[i + 2] * dy[i + 2];                                                        \
-                s3 += y[i + 3] * dy[i + 3];                                                        \
-            }                                                                                      \
-            for (; i < n; ++i)                                                                     \
-                s0 += y[i] * dy[i];                                                                \
-            const T dot = (s0 + s1) + (s2 + s3);                                                   \
-            for (i = 0; i < n; ++i)                                                                \
-                out[i] = y[i] * (dy[i] - dot);                                                     \
-        }                                                                                          \
-    }
-
-SG_SCALAR_VJP(float, vjp_f32)
-SG_SCALAR_VJP(double, vjp_f64)
-
-/* ---- forward softmax --------------------------------------------------------------------------- */
-
-/* Row maximum ignoring NaN (a NaN never compares greater). A NaN anywhere still turns the row's
- * sum, hence the whole row, into NaN -- as in the NumPy formula. Non-finite maxima (+inf, or -inf
- * for an all -inf row) shift by 0, as softmax_grad.softmax does. */
-#define SG_SCALAR_ROW_SHIFT(T, NAME)                                                               \
-    static T NAME(const T *x, size_t n)                                                            \
-    {                                                                                              \
-        T m = -INFINITY;                                                                           \
-        for (size_t i = 0; i < n; ++i)                                                             \
-            if (x[i] > m)                                                                          \
-                m = x[i];                                                                          \
-        return isfinite(m) ? m : (T)0;                                                             \
-    }
-
-SG_SCALAR_ROW_SHIFT(float, row_shift_f32)
-SG_SCALAR_ROW_SHIFT(double, row_shift_f64)
-
-static void softmax_f32(const void *a, const void *b, void *o, size_t rows, size_t n)
+/* p * 2^k as kernels_avx2.c computes it, 2^(k>>1) * 2^(k - (k>>1)), each a normal number, the
+ * second product rounded once (correct gradual underflow and overflow); k NaN gives NaN. */
+static inline float sg_ldexp_f32(float p, float k)
 {
-    (void)b;
-    const float *SG_RESTRICT x = a;
-    float *SG_RESTRICT out = o;
-    for (size_t r = 0; r < rows; ++r, x += n, out += n) {
-        const double m = row_shift_f32(x, n);
-        /* float32 logits are exact in double, so x - m and exp are accurate to double precision
-         * and the only float32 rounding is the final one; the sum is kept in double too. */
-        double sum = 0;
-        for (size_t i = 0; i < n; ++i) {
-            const float e = (float)exp((double)x[i] - m);
-            out[i] = e;
-            sum += e;
-        }
-        /* sum = inf (a +inf logit): no defined softmax, NaN throughout as in softmax_grad.softmax;
-         * sum = 0 (all -inf) -> inf -> 0 * inf = NaN, like 0/0 */
-        const double inv = isinf(sum) ? NAN : 1.0 / sum;
-        for (size_t i = 0; i < n; ++i)
-            out[i] = (float)(out[i] * inv);
-    }
+    if (!(k == k))
+        return p + k;
+    const int32_t ki = (int32_t)k, k1 = ki >> 1, k2 = ki - k1;
+    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (p * s1) * s2;
 }
 
-static void softmax_f64(const void *a, const void *b, void *o, size_t rows, size_t n)
+static inline double sg_ldexp_f64(double p, double k)
 {
-    (void)b;
-    const double *SG_RESTRICT x = a;
-    double *SG_RESTRICT out = o;
-    for (size_t r = 0; r < rows; ++r, x += n, out += n) {
-        const double m = row_shift_f64(x, n);
-        double s0 = 0, s1 = 0;
-        for (size_t i = 0; i < n; ++i) {
-            /* x - m is rounded; TwoSum recovers its exact error err, and
-             * exp(s + err) = exp(s) * (1 + err) to first order. Without it the relative error
-             * would reach |x - m| * 2^-53, about 8e-14 near the underflow threshold. */
-            const double s = x[i] - m;
-            const double bp = s - x[i];
-            double err = (x[i] - (s - bp)) + (-m - bp);
-            if (!(err == err))
-                err = 0; /* s = +-inf or NaN: no correction (and no inf - inf) */
-            const double e = exp(s) * (1.0 + err);
-            out[i] = e;
-            if (i & 1)
-                s1 += e;
-            else
-                s0 += e;
-        }
-        const double inv = isinf(s0 + s1) ? NAN : 1.0 / (s0 + s1); /* as in softmax_f32 */
-        for (size_t i = 0; i < n; ++i)
-            out[i] = out[i] * inv;
-    }
+    if (!(k == k))
+        return p + k;
+    const int64_t ki = (int64_t)k, k1 = ki >> 1, k2 = ki - k1;
+    const uint64_t b1 = (uint64_t)(k1 + 1023) << 52, b2 = (uint64_t)(k2 + 1023) << 52;
+    double s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return (p * s1) * s2;
 }
+
+#include "kernels_scalar_vocab.h"
+#define FN(name) sg_scalar_##name##_f32
+#define T float
+#define V float
+#define VFMADD(a, b, c) fmaf(a, b, c)
+#define VFNMADD(a, b, c) fmaf(-(a), b, c)
+#define VROUND(v) sg_round_f32(v)
+#define VLDEXP(p, k) sg_ldexp_f32(p, k)
+#include "kernels_simd.h"
+
+#include "kernels_scalar_vocab.h"
+#define FN(name) sg_scalar_##name##_f64
+#define T double
+#define V double
+#define VFMADD(a, b, c) fma(a, b, c)
+#define VFNMADD(a, b, c) fma(-(a), b, c)
+#define VROUND(v) sg_round_f64(v)
+#define VLDEXP(p, k) sg_ldexp_f64(p, k)
+#include "kernels_simd.h"
 
 /* ---- the source thread's O(n^2) Jacobian-times-vector, as posted (non-SSE version) ------------ */
 
@@ -149,12 +111,12 @@ SG_SCALAR_ADD(float, add_f32)
 SG_SCALAR_ADD(double, add_f64)
 
 const struct sg_kernels sg_kernels_scalar = {
-    .vjp_f32 = vjp_f32,
-    .vjp_f64 = vjp_f64,
-    .vjp_stream_f32 = vjp_f32,
-    .vjp_stream_f64 = vjp_f64,
-    .softmax_f32 = softmax_f32,
-    .softmax_f64 = softmax_f64,
+    .vjp_f32 = sg_scalar_vjp_f32,
+    .vjp_f64 = sg_scalar_vjp_f64,
+    .vjp_stream_f32 = sg_scalar_vjp_stream_f32, /* pipelined, with ordinary stores */
+    .vjp_stream_f64 = sg_scalar_vjp_stream_f64,
+    .softmax_f32 = sg_scalar_softmax_f32,
+    .softmax_f64 = sg_scalar_softmax_f64,
     .quadratic_f32 = quadratic_f32,
     .quadratic_f64 = quadratic_f64,
     .add_f32 = add_f32,

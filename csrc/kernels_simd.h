@@ -1,254 +1,321 @@
-/* kernels_simd.h: the SIMD kernels, written once over a small vector vocabulary.
+/* kernels_simd.h: the kernels, written once over a small vector vocabulary.
  *
- * Not a header in the usual sense: kernels_avx2.c and kernels_avx512.c each include it twice, once
- * for float and once for double, after defining the vocabulary below. The algorithm therefore
- * lives in one place and the ISA files contain only instructions.
+ * Not a header in the usual sense: kernels_avx2.c, kernels_avx512.c and kernels_scalar.c each
+ * include it twice, once for float and once for double, after defining the vocabulary below.
+ * The algorithm therefore lives in one place and the ISA files contain only instructions; the
+ * scalar path is the same algorithm with vectors of one element (W = 1).
  *
  * Vocabulary the includer defines:
  *   SG_TARGET              function attribute enabling the ISA (e.g. target("avx2,fma"))
  *   FN(name)               the name of this (ISA, dtype) instance of a kernel
  *   T V M W                element type, vector type, tail-mask type, lanes per vector
  *   VLOADU VSTOREU VSET1 VZERO VADD VSUB VMUL VFMADD(a, b, c) = a * b + c,
- *   VFNMADD(a, b, c) = c - a * b (each rounded once), VMAX
+ *   VFNMADD(a, b, c) = c - a * b (each rounded once), VMAX(a, b) = a > b ? a : b lane-wise
  *   VLOADV(p)              the VJP's unaligned load: the same lanes as VLOADU, possibly by
  *                          narrower loads (see kernels_avx512.c)
  *   MTAIL(r)               mask of the first r lanes (0 <= r < W)
  *   VMLOADZ(p, m)          masked load, 0 in the other lanes (never touches them in memory)
  *   VMLOAD_OR(p, m, fill)  masked load, `fill` in the other lanes
  *   VMSTORE(p, m, v)       masked store (the other lanes' memory is not written)
- *   VHSUM(v) VHMAX(v)      horizontal sum / maximum to a scalar (a fixed order of operations)
+ *   VHSUM(v)               the halving tree: lane w += lane w + W/2, then + W/4, ...; lane 0
+ *   VHMAX(v)               horizontal maximum
+ *   VKEEP(v)               a compiler barrier that keeps the variable v in a register, so that
+ *                          a second use of a load does not load again (may be empty)
  *   VMIN                   elementwise minimum (like VMAX: the second operand when either is NaN)
  *   VROUND(v)              v rounded to the nearest integer, ties to even (|v| < 2^22 here)
  *   VLDEXP(p, k)           p * 2^k for integral k in the exp's range, rounded once, with gradual
  *                          underflow to 0 and overflow to inf
- *   ACC_T ACC_ZERO ACC_ADD(acc, v) ACC_HSUM(acc)   the forward pass's sum accumulator (double
- *                          precision for float rows), ACC_HSUM returns a double
+ *   ACC_T ACC_V ACC_W ACC_ZERO ACC_ADD ACC_MUL ACC_SUB ACC_MAX ACC_HSUM   the forward pass's
+ *                          sum accumulator (double; for float rows ACC_W floats widened per
+ *                          vector), with ACC_LOAD(p) and ACC_MLOADZ(p, r) (first r < ACC_W)
  *   VPREFETCH(p)           prefetch the cache line holding p into L2
  *   VSTREAM(p, v)          non-temporal store to a vector-aligned p (no read-for-ownership)
  *   VSFENCE()              order the non-temporal stores before anything that follows
  *
- * The order of operations in a row depends only on n and on the row's address (the VJP peels a
- * masked head to reach vector alignment, so that no load in its loops straddles two cache lines;
- * bench/README.md, "Design measurements"; rows shorter than SG_SHORT_VECTORS vectors do not peel,
- * and their order depends on n only). It never depends on which thread runs the row, so
- * results are bitwise identical for any thread count. The forward pass does not peel: its cost is
- * the exp, and its result does not depend on the address either.
+ * Every sum in a row -- the VJP's dot product and shifted sum, the forward pass's sum of exp --
+ * is kernels_sum.h's, whose order of operations depends on n only: not on the row's address,
+ * not on the ISA, not on the thread that runs it. Every other operation is elementwise and the
+ * same on every path (the exp included: its FMAs are fma() on the scalar path), so the results
+ * are bitwise identical for any address, any thread count and every ISA path.
  */
 
-/* ---- softmax VJP: dx = y * (dy - <y, dy>) ----------------------------------------------------- */
+/* ---- the row sums (kernels_sum.h) --------------------------------------------------------------- */
 
-#ifndef SG_PREFETCH_BYTES
-#define SG_PREFETCH_BYTES 4096
+/* SG_SUM_BYTES (of accumulators: 64 float lanes, 32 double lanes) and SG_SUM_ROUNDS (terms per
+ * lane and block) are softmax_grad.h's, which native.summation_depth reads too. */
+#ifndef SG_TERM_SUM
+#define SG_TERM_SUM 0
+#define SG_TERM_DOT 1
+#define SG_TERM_SHIFTED 2
 #endif
-
-/* Two variants, with bitwise identical results (dispatch.c picks one by the size of the call):
- * vjp, for blocks that stay in cache, runs a row's two passes -- the dot product, then the
- * output -- one after the other; the second re-reads the row from L1/L2.
- * vjp_stream, for blocks streamed from memory, software-pipelines them across rows:
- * one loop writes row r's output, re-reading y_r and dy_r from cache, while it streams y_{r+1} and
- * dy_{r+1} from memory for row r+1's dot product. Memory then sees three continuous streams, as in
- * c = a + b, instead of bursts of reads (pass 1) and of writes (pass 2). Row r's dot product is
- * accumulated by exactly the same operations whether it is computed in row_dot (first row of a
- * block) or in row_scale_next_dot, so the result does not depend on where a thread block starts. */
 
 /* narrow (a constant after inlining): 1 loads with VLOADV, 0 with VLOADU. The same lanes either
  * way, so the choice changes the speed only: vjp (rows in cache) loads narrow, vjp_stream
  * (rows from memory) does not (bench/README.md, "Design measurements"). */
 #define SG_LOAD(narrow, p) ((narrow) ? VLOADV(p) : VLOADU(p))
 
-/* Four accumulators hide the FMA latency; masked tail lanes load 0, and 0 * 0 adds nothing. */
-#define SG_DOT_4(narrow, s0, s1, s2, s3, a, b, i)                                                  \
+/* Sums in T: the VJP's dot product <y, dy> and its shifted sum. FN(..._t) */
+#define RFN(name) FN(name##_t)
+#define RT T
+#define RV V
+#define RW W
+#define RZERO VZERO
+#define RADD VADD
+#define RMUL VMUL
+#define RSUB VSUB
+#define RMAX VMAX
+#define RHSUM VHSUM
+#define RLOAD(narrow, p) SG_LOAD(narrow, p)
+#define RMLOADZ(p, r) VMLOADZ(p, MTAIL(r))
+#define RKEEP(v) VKEEP(v)
+#include "kernels_sum.h"
+
+/* Sums in ACC_T (double): the forward pass's sum of exp. FN(..._acc) */
+#define RFN(name) FN(name##_acc)
+#define RT ACC_T
+#define RV ACC_V
+#define RW ACC_W
+#define RZERO ACC_ZERO
+#define RADD ACC_ADD
+#define RMUL ACC_MUL
+#define RSUB ACC_SUB
+#define RMAX ACC_MAX
+#define RHSUM ACC_HSUM
+#define RLOAD(narrow, p) ACC_LOAD(p)
+#define RMLOADZ(p, r) ACC_MLOADZ(p, r)
+#define RKEEP(v) ((void)(v))
+#include "kernels_sum.h"
+
+/* Logical lanes of a T sum (kernels_sum.h's L): one group of the streaming loop below. */
+#define SG_LANES (SG_SUM_BYTES / (int)sizeof(T))
+
+/* ---- softmax VJP ---------------------------------------------------------------------------------
+ * dx = y * (dy - <y, dy>) for a row without an entry >= 1/2 (a = 0 below). In a confident row,
+ * with c the first index of max y and y_c >= 1/2, that formula cancels at c (dy_c - <y, dy> loses
+ * what y_c's rounding to 1 hides), so the row is computed as
+ *     dx_i = y_i * ((dy_i - a) + t),   a = dy_c,   t = sum_j y_j * (a - dy_j),
+ * which is the same for a probability row (sum_j y_j = 1) and accurate at c too (|t| is small
+ * where dx_c is). Both forms are one elementwise pass out = y * ((dy - A) + tv): (A, tv) =
+ * (a, t), or (<y, dy>, -0) for the plain form (x + -0 = x for every x, so those are the plain
+ * formula's bits: two operations, subtract then multiply, never fused, as in NumPy; NaN and inf
+ * propagate the same way). The dot product's pass also keeps max y, lane-wise, so a row that is
+ * not confident costs nothing more; a confident one pays a search for c and one more sum.
+ * Rows with a NaN, an infinity or an overflow keep the plain form (see row_coeffs). Every sum
+ * is kernels_sum.h's, so the bits depend on n only. */
+
+#ifndef SG_PREFETCH_BYTES
+#define SG_PREFETCH_BYTES 4096
+#endif
+
+/* Two variants, with bitwise identical results (dispatch.c picks one by the size of the call):
+ * vjp, for blocks that stay in cache, runs a row's passes -- the dot product, then the
+ * output -- one after the other; the second re-reads the row from L1/L2.
+ * vjp_stream, for blocks streamed from memory, software-pipelines them across rows:
+ * one loop writes row r's output, re-reading y_r and dy_r from cache, while it streams y_{r+1} and
+ * dy_{r+1} from memory for row r+1's dot product. Memory then sees three continuous streams, as in
+ * c = a + b, instead of bursts of reads (pass 1) and of writes (pass 2). Row r's dot product is
+ * accumulated by exactly the same operations (kernels_sum.h's groups, blocks and counter) in
+ * either variant, so the result does not depend on where a thread block starts. */
+
+/* out = y * ((dy - A) + tv) from loaded y, dy; see the top of this section. shifted (a constant
+ * after inlining) is 0 for plain rows, whose tv = -0 adds nothing: they skip the addition. */
+#define SG_SCALE(shifted, yv, dyv, A, tv) VMUL(yv, (shifted) ? VADD(VSUB(dyv, A), tv) : VSUB(dyv, A))
+#define SG_SCALE_V(shifted, narrow, a, b, A, tv, i)                                                \
+    SG_SCALE(shifted, SG_LOAD(narrow, (a) + (i)), SG_LOAD(narrow, (b) + (i)), A, tv)
+#define SG_SCALE_ST(ST, shifted, narrow, o, a, b, A, tv, i)                                        \
+    ST((o) + (i), SG_SCALE_V(shifted, narrow, a, b, A, tv, i))
+#define SG_SCALE_ST4(ST, shifted, narrow, o, a, b, A, tv, i)                                       \
     do {                                                                                           \
-        s0 = VFMADD(SG_LOAD(narrow, (a) + (i)), SG_LOAD(narrow, (b) + (i)), s0);                   \
-        s1 = VFMADD(SG_LOAD(narrow, (a) + (i) + W), SG_LOAD(narrow, (b) + (i) + W), s1);           \
-        s2 = VFMADD(SG_LOAD(narrow, (a) + (i) + 2 * W), SG_LOAD(narrow, (b) + (i) + 2 * W), s2);   \
-        s3 = VFMADD(SG_LOAD(narrow, (a) + (i) + 3 * W), SG_LOAD(narrow, (b) + (i) + 3 * W), s3);   \
+        SG_SCALE_ST(ST, shifted, narrow, o, a, b, A, tv, i);                                       \
+        SG_SCALE_ST(ST, shifted, narrow, o, a, b, A, tv, (i) + W);                                 \
+        SG_SCALE_ST(ST, shifted, narrow, o, a, b, A, tv, (i) + 2 * W);                             \
+        SG_SCALE_ST(ST, shifted, narrow, o, a, b, A, tv, (i) + 3 * W);                             \
     } while (0)
 
-/* out = y * (dy - d): subtract, then multiply (never fused), the NumPy formula's two operations,
- * so inf and NaN propagate the same way. */
-#define SG_SCALE_1(narrow, o, a, b, d, i) SG_SCALE_ST(VSTOREU, narrow, o, a, b, d, i)
-#define SG_SCALE_4(narrow, o, a, b, d, i) SG_SCALE_ST4(VSTOREU, narrow, o, a, b, d, i)
-/* The same with non-temporal stores, for a vector-aligned o + i: the streaming VJP's output goes
- * to memory without first reading the line it overwrites (the read-for-ownership an ordinary
- * store pays), so memory moves 3 streams' worth instead of 4. Same values, so the same bits. */
-#define SG_SCALE_NT_4(narrow, o, a, b, d, i) SG_SCALE_ST4(VSTREAM, narrow, o, a, b, d, i)
-/* One vector, and four in a row, written by the store ST (VSTOREU or VSTREAM). */
-#define SG_SCALE_ST(ST, narrow, o, a, b, d, i)                                                     \
-    ST((o) + (i), VMUL(SG_LOAD(narrow, (a) + (i)), VSUB(SG_LOAD(narrow, (b) + (i)), d)))
-#define SG_SCALE_ST4(ST, narrow, o, a, b, d, i)                                                    \
-    do {                                                                                           \
-        SG_SCALE_ST(ST, narrow, o, a, b, d, i);                                                    \
-        SG_SCALE_ST(ST, narrow, o, a, b, d, (i) + W);                                              \
-        SG_SCALE_ST(ST, narrow, o, a, b, d, (i) + 2 * W);                                          \
-        SG_SCALE_ST(ST, narrow, o, a, b, d, (i) + 3 * W);                                          \
-    } while (0)
-
-/* Elements before the first vector-aligned address of p (at most n): handled by one masked
- * operation, so that the loops after it never load or store across a cache-line boundary. */
+/* Elements before the first vector-aligned address of p (at most n). Only elementwise passes
+ * peel such a head (to align their stores): it changes no value. */
 SG_TARGET static inline size_t FN(head)(const T *p, size_t n)
 {
     const size_t h = (size_t)((0u - (uintptr_t)p) % (W * sizeof(T))) / sizeof(T);
     return h < n ? h : n;
 }
 
-/* The rest of <y, dy> from index i, into the accumulators s0..s3 that already hold elements
- * [0, i): chunks of four vectors, single vectors, a masked tail, then the sum of the four. Both
- * row_dot and row_scale_next_dot end here, so a row's dot product is the same operations
- * whichever of them computes it. */
-SG_TARGET static inline T FN(dot_finish)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                         size_t i, size_t n, V s0, V s1, V s2, V s3, int narrow)
-{
-    for (; i + 4 * W <= n; i += 4 * W)
-        SG_DOT_4(narrow, s0, s1, s2, s3, y, dy, i);
-    for (; i + W <= n; i += W)
-        s0 = VFMADD(SG_LOAD(narrow, y + i), SG_LOAD(narrow, dy + i), s0);
-    if (i < n) {
-        const M tail = MTAIL(n - i);
-        s2 = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s2);
-    }
-    return VHSUM(VADD(VADD(s0, s1), VADD(s2, s3)));
-}
-
-/* <y, dy>: a masked head up to y's alignment, then dot_finish. The partial sums therefore
- * depend on n and on y's address modulo the vector size, never on the thread split: a row gives
- * the same bits whichever thread computes it. */
-SG_TARGET static inline T FN(row_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy, size_t n,
-                                      int narrow)
-{
-    V s1 = VZERO;
-    const size_t i = FN(head)(y, n);
-    if (i) {
-        const M head = MTAIL(i);
-        s1 = VFMADD(VMLOADZ(y, head), VMLOADZ(dy, head), s1);
-    }
-    return FN(dot_finish)(y, dy, i, n, VZERO, s1, VZERO, VZERO, narrow);
-}
-
-/* out[i0:n] = y * (dy - d), from an index i0 where out is vector-aligned or from which the rest
- * is short. */
+/* out[i:n] = y * ((dy - A) + tv), from an index i where out is vector-aligned or from which the
+ * rest is short. */
 SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                            T *SG_RESTRICT out, size_t i, size_t n, V d,
-                                            int narrow)
+                                            T *SG_RESTRICT out, size_t i, size_t n, V A, V tv,
+                                            int shifted, int narrow)
 {
     for (; i + 4 * W <= n; i += 4 * W)
-        SG_SCALE_4(narrow, out, y, dy, d, i);
+        SG_SCALE_ST4(VSTOREU, shifted, narrow, out, y, dy, A, tv, i);
     for (; i + W <= n; i += W)
-        SG_SCALE_1(narrow, out, y, dy, d, i);
+        SG_SCALE_ST(VSTOREU, shifted, narrow, out, y, dy, A, tv, i);
     if (i < n) {
         const M tail = MTAIL(n - i);
-        VMSTORE(out + i, tail, VMUL(VMLOADZ(y + i, tail), VSUB(VMLOADZ(dy + i, tail), d)));
+        VMSTORE(out + i, tail,
+                SG_SCALE(shifted, VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), A, tv));
     }
 }
 
-/* out = y * (dy - dot) for one row, elementwise, so its order is free: a masked head brings out
- * to a vector boundary first. */
-SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                           T *SG_RESTRICT out, size_t n, T dot, int narrow)
-{
-    const V d = VSET1(dot);
-    const size_t h = FN(head)(out, n);
-    if (h) {
-        const M head = MTAIL(h);
-        VMSTORE(out, head, VMUL(VMLOADZ(y, head), VSUB(VMLOADZ(dy, head), d)));
-    }
-    FN(scale_from)(y, dy, out, h, n, d, narrow);
-}
-
-/* row_scale(y, dy, out, dot) and row_dot(yn, dyn) in one loop; returns the latter, computed by
- * exactly row_dot's operations (same head, same chunks into the same accumulators, the same
- * dot_finish). The output
- * is elementwise, so its order is free: a masked head brings out to a vector boundary, then the
- * fused loop writes it with non-temporal stores (see SG_SCALE_NT_4). */
-SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                                 T *SG_RESTRICT out, const T *SG_RESTRICT yn,
-                                                 const T *SG_RESTRICT dyn, size_t n, T dot,
-                                                 int narrow)
-{
-    const V d = VSET1(dot);
-    V s0 = VZERO, s1 = VZERO, s2 = VZERO, s3 = VZERO;
-    size_t j = FN(head)(yn, n);  /* the next row's dot product */
-    size_t i = FN(head)(out, n); /* this row's output */
-    if (j) {
-        const M head = MTAIL(j);
-        s1 = VFMADD(VMLOADZ(yn, head), VMLOADZ(dyn, head), s1);
-    }
-    if (i) {
-        const M head = MTAIL(i);
-        VMSTORE(out, head, VMUL(VMLOADZ(y, head), VSUB(VMLOADZ(dy, head), d)));
-    }
-    for (; j + 4 * W <= n && i + 4 * W <= n; j += 4 * W, i += 4 * W) {
-        /* Ahead of the hardware prefetcher: the next rows' lines into L2, SG_PREFETCH_BYTES on.
-         * Prefetches never fault, so running past the end of the block is harmless. */
-        for (int k = 0; k < 4 * W; k += 64 / (int)sizeof(T)) {
-            VPREFETCH(yn + j + k + SG_PREFETCH_BYTES / sizeof(T));
-            VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(T));
-        }
-        SG_DOT_4(narrow, s0, s1, s2, s3, yn, dyn, j);
-        SG_SCALE_NT_4(narrow, out, y, dy, d, i);
-    }
-    for (; i + 4 * W <= n; i += 4 * W)
-        SG_SCALE_NT_4(narrow, out, y, dy, d, i);
-    FN(scale_from)(y, dy, out, i, n, d, narrow);
-    return FN(dot_finish)(yn, dyn, j, n, s0, s1, s2, s3, narrow);
-}
-
-/* A row shorter than SG_SHORT_VECTORS vectors: its fixed cost (the masked head and tail
- * operations of row_dot and row_scale, a masked store being slow on some CPUs) would outweigh its
- * work, so it takes a path with no masked store and no alignment peel. The dot product: full
- * vectors from the row's start into one accumulator, then a masked tail load. The output: full
- * vectors, then, when n is not a multiple of W, one full vector ending at the row's last element,
- * which rewrites the overlap with the very same values (out never overlaps y or dy); shorter than
- * one vector, the output is written element by element. The order of operations depends on n
- * only, not on the address, and the same call serves vjp and vjp_stream, so both variants and
- * every thread split give the same bits. */
+/* A row shorter than SG_SHORT_VECTORS vectors: the fixed cost of a masked head and tail (a
+ * masked store being slow on some CPUs) would outweigh its work, so its output has no masked
+ * store and no alignment peel: full vectors, then, when n is not a multiple of W, one full vector
+ * ending at the row's last element, which rewrites the overlap with the very same values (out
+ * never overlaps y or dy); shorter than one vector, the output is written element by element. */
 #ifndef SG_SHORT_VECTORS
 #define SG_SHORT_VECTORS 8
 #endif
-
-SG_TARGET static inline void FN(row_short)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                           T *SG_RESTRICT out, size_t n)
-{
-    V s = VZERO;
-    size_t i = 0;
-    for (; i + W <= n; i += W)
-        s = VFMADD(VLOADU(y + i), VLOADU(dy + i), s);
-    if (i < n) {
-        const M tail = MTAIL(n - i);
-        s = VFMADD(VMLOADZ(y + i, tail), VMLOADZ(dy + i, tail), s);
-    }
-    const T dot = VHSUM(s);
-    if (n < W) {
-        for (size_t j = 0; j < n; ++j)
-            out[j] = y[j] * (dy[j] - dot);
-        return;
-    }
-    const V d = VSET1(dot);
-    for (i = 0; i + W <= n; i += W)
-        VSTOREU(out + i, VMUL(VLOADU(y + i), VSUB(VLOADU(dy + i), d)));
-    if (i < n)
-        VSTOREU(out + n - W, VMUL(VLOADU(y + n - W), VSUB(VLOADU(dy + n - W), d)));
-}
-
-/* Whether rows of n elements take row_short. */
 #define SG_SHORT_ROW(n) ((n) < SG_SHORT_VECTORS * W)
 
-/* Rows in cache: the two passes, one row after the other. */
+SG_TARGET static inline void FN(scale_short)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                             T *SG_RESTRICT out, size_t n, T a, T t, int shifted)
+{
+    if (n < W) {
+        for (size_t j = 0; j < n; ++j)
+            out[j] = shifted ? y[j] * ((dy[j] - a) + t) : y[j] * (dy[j] - a);
+        return;
+    }
+    const V A = VSET1(a), tv = VSET1(t);
+    size_t i = 0;
+    for (; i + W <= n; i += W)
+        SG_SCALE_ST(VSTOREU, shifted, 0, out, y, dy, A, tv, i);
+    if (i < n)
+        SG_SCALE_ST(VSTOREU, shifted, 0, out, y, dy, A, tv, n - W);
+}
+
+/* out = y * ((dy - a) + t) for one row, elementwise, so its order is free: a masked head brings
+ * out to a vector boundary first. */
+SG_TARGET static inline void FN(row_scale_as)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                              T *SG_RESTRICT out, size_t n, T a, T t, int shifted,
+                                              int narrow)
+{
+    if (SG_SHORT_ROW(n)) {
+        FN(scale_short)(y, dy, out, n, a, t, shifted);
+        return;
+    }
+    const V A = VSET1(a), tv = VSET1(t);
+    const size_t h = FN(head)(out, n);
+    if (h) {
+        const M head = MTAIL(h);
+        VMSTORE(out, head, SG_SCALE(shifted, VMLOADZ(y, head), VMLOADZ(dy, head), A, tv));
+    }
+    FN(scale_from)(y, dy, out, h, n, A, tv, shifted, narrow);
+}
+
+/* The same with shifted a constant in each branch. */
+SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                           T *SG_RESTRICT out, size_t n, T a, T t, int shifted,
+                                           int narrow)
+{
+    if (shifted)
+        FN(row_scale_as)(y, dy, out, n, a, t, 1, narrow);
+    else
+        FN(row_scale_as)(y, dy, out, n, a, t, 0, narrow);
+}
+
+/* The first index of m in y (m is y's maximum, so it is there unless a NaN hid it from the
+ * group maxima; then the scalar loop finds it, or returns n). Groups of L elements by a max
+ * tree first, elementwise inside the group that holds m. */
+SG_TARGET static inline size_t FN(find)(const T *SG_RESTRICT y, size_t n, T m)
+{
+    size_t i = 0;
+    for (; i + SG_LANES <= n; i += SG_LANES) {
+        V g = VLOADU(y + i);
+        for (int k = 1; k < SG_LANES / W; ++k)
+            g = VMAX(VLOADU(y + i + (size_t)k * W), g);
+        if (VHMAX(g) == m)
+            break;
+    }
+    for (; i < n; ++i)
+        if (y[i] == m)
+            return i;
+    for (i = 0; i < n; ++i)
+        if (y[i] == m)
+            return i;
+    return n;
+}
+
+/* The row's (a, t) from its dot product and its max (see the top of this section). A row with a
+ * NaN or an infinity in y or dy has a dot product that is NaN or infinite (every product with
+ * such a factor is, and so is any sum with such a term), and so has a row whose dot product
+ * overflowed: both keep the plain formula, so NaN and inf land where it puts them. */
+SG_TARGET static inline int FN(row_coeffs)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                           size_t n, T dot, V mx, T *a, T *t, int narrow)
+{
+    if (dot - dot == 0 && VHMAX(mx) >= (T)0.5) {
+        const size_t c = FN(find)(y, n, VHMAX(mx));
+        if (c < n) {
+            *a = dy[c];
+            *t = FN(sum_t)(y, dy, VSET1(dy[c]), n, SG_TERM_SHIFTED, narrow, NULL);
+            return 1;
+        }
+    }
+    *a = dot;
+    *t = -(T)0;
+    return 0;
+}
+
+/* One row, passes one after the other. */
+SG_TARGET static inline void FN(row)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                     T *SG_RESTRICT out, size_t n, int narrow)
+{
+    V mx = VZERO;
+    const T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, narrow, &mx);
+    T a, t;
+    const int shifted = FN(row_coeffs)(y, dy, n, dot, mx, &a, &t, narrow);
+    FN(row_scale)(y, dy, out, n, a, t, shifted, narrow);
+}
+
+/* row_scale(y, dy, out, a, t, shifted) and the dot product and max of the next row (yn, dyn) in one loop:
+ * the latter by exactly FN(sum_t)'s operations (the same groups, block ends and counter). The
+ * output is elementwise, so its order is free: a masked head brings out to a vector boundary,
+ * then the fused loop writes it with non-temporal stores (no read-for-ownership: memory moves 3
+ * streams' worth instead of 4; same values, so the same bits). */
+SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+                                                 T *SG_RESTRICT out, const T *SG_RESTRICT yn,
+                                                 const T *SG_RESTRICT dyn, size_t n, T a, T t,
+                                                 int shifted, V *mx)
+{
+    const V A = VSET1(a), tv = VSET1(t);
+    FN(lanes_t) ln;
+    FN(counter_t) ct;
+    FN(init_t)(ln, &ct);
+    size_t j = 0;                /* the next row's dot product */
+    size_t i = FN(head)(out, n); /* this row's output */
+    if (i) {
+        const M head = MTAIL(i);
+        VMSTORE(out, head, SG_SCALE(shifted, VMLOADZ(y, head), VMLOADZ(dy, head), A, tv));
+    }
+    for (; j + SG_LANES <= n && i + SG_LANES <= n; j += SG_LANES, i += SG_LANES) {
+        /* Ahead of the hardware prefetcher: the next rows' lines into L2, SG_PREFETCH_BYTES on.
+         * Prefetches never fault, so running past the end of the block is harmless. */
+        for (int k = 0; k < SG_LANES; k += 64 / (int)sizeof(T)) {
+            VPREFETCH(yn + j + k + SG_PREFETCH_BYTES / sizeof(T));
+            VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(T));
+        }
+        FN(group_t)(ln, &ct, yn, dyn, VZERO, j, SG_TERM_DOT, 0, mx);
+        if ((j + SG_LANES) % ((size_t)SG_SUM_ROUNDS * SG_LANES) == 0)
+            FN(flush_t)(ln, &ct, SG_LANES / W);
+        for (int k = 0; k < SG_LANES; k += 4 * W)
+            SG_SCALE_ST4(VSTREAM, shifted, 0, out, y, dy, A, tv, i + (size_t)k);
+    }
+    for (; i + 4 * W <= n; i += 4 * W)
+        SG_SCALE_ST4(VSTREAM, shifted, 0, out, y, dy, A, tv, i);
+    FN(scale_from)(y, dy, out, i, n, A, tv, shifted, 0);
+    return FN(finish_t)(ln, &ct, yn, dyn, VZERO, j, n, SG_TERM_DOT, 0, mx);
+}
+
+/* Rows in cache: the passes, one row after the other. */
 SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
     const T *SG_RESTRICT y = a;
     const T *SG_RESTRICT dy = b;
     T *SG_RESTRICT out = o;
-    if (SG_SHORT_ROW(n)) {
-        for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
-            FN(row_short)(y, dy, out, n);
-        return;
-    }
     for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
-        FN(row_scale)(y, dy, out, n, FN(row_dot)(y, dy, n, 1), 1);
+        FN(row)(y, dy, out, n, 1);
 }
 
-/* Rows streamed from memory: the two passes pipelined across rows (see the top of this section). */
+/* Rows streamed from memory: the passes pipelined across rows (see the top of this section). */
 SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
     const T *SG_RESTRICT y = a;
@@ -260,20 +327,28 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
         FN(vjp)(a, b, o, rows, n);
         return;
     }
-    T dot = FN(row_dot)(y, dy, n, 0);
-    for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n)
-        dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, dot, 0);
-    FN(row_scale)(y, dy, out, n, dot, 0);
+    V mx = VZERO;
+    T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, 0, &mx);
+    T ca, ct;
+    int shifted = FN(row_coeffs)(y, dy, n, dot, mx, &ca, &ct, 0);
+    for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n) {
+        mx = VZERO;
+        if (shifted) /* a constant in each call: plain rows skip the addition */
+            dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, ca, ct, 1, &mx);
+        else
+            dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, ca, ct, 0, &mx);
+        shifted = FN(row_coeffs)(y + n, dy + n, n, dot, mx, &ca, &ct, 0);
+    }
+    FN(row_scale)(y, dy, out, n, ca, ct, shifted, 0);
     VSFENCE(); /* the non-temporal stores are visible before the caller (or a join) goes on */
 }
 
-#undef SG_DOT_4
 #undef SG_SHORT_ROW
-#undef SG_SCALE_1
-#undef SG_SCALE_4
-#undef SG_SCALE_NT_4
+#undef SG_SCALE
+#undef SG_SCALE_V
 #undef SG_SCALE_ST
 #undef SG_SCALE_ST4
+#undef SG_LANES
 
 /* ---- exp(x + nm), elementwise ------------------------------------------------------------------
  * s = x + nm is rounded; TwoSum gives its exact error err (|err| <= ulp(s)/2), folded into the
@@ -329,7 +404,7 @@ SG_TARGET static inline V FN(exp)(V x, V nm)
     return VLDEXP(p, k);
 }
 
-/* ---- forward softmax: three passes over a row that stays in cache ----------------------------- */
+/* ---- forward softmax: four passes over a row that stays in cache ------------------------------ */
 
 SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
@@ -358,34 +433,24 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
             m = 0;
         const V nm = VSET1(-m);
 
-        /* Pass 2: e = exp(x - m) into out, and its sum. */
-        ACC_T acc = ACC_ZERO;
+        /* Pass 2: e = exp(x - m) into out, elementwise. */
         for (i = 0; i + 4 * W <= n; i += 4 * W) {
-            const V e0 = FN(exp)(VLOADU(x + i), nm);
-            const V e1 = FN(exp)(VLOADU(x + i + W), nm);
-            const V e2 = FN(exp)(VLOADU(x + i + 2 * W), nm);
-            const V e3 = FN(exp)(VLOADU(x + i + 3 * W), nm);
-            VSTOREU(out + i, e0);
-            VSTOREU(out + i + W, e1);
-            VSTOREU(out + i + 2 * W, e2);
-            VSTOREU(out + i + 3 * W, e3);
-            acc = ACC_ADD(acc, VADD(VADD(e0, e1), VADD(e2, e3)));
+            VSTOREU(out + i, FN(exp)(VLOADU(x + i), nm));
+            VSTOREU(out + i + W, FN(exp)(VLOADU(x + i + W), nm));
+            VSTOREU(out + i + 2 * W, FN(exp)(VLOADU(x + i + 2 * W), nm));
+            VSTOREU(out + i + 3 * W, FN(exp)(VLOADU(x + i + 3 * W), nm));
         }
-        for (; i + W <= n; i += W) {
-            const V e = FN(exp)(VLOADU(x + i), nm);
-            VSTOREU(out + i, e);
-            acc = ACC_ADD(acc, e);
-        }
-        if (i < n) { /* the -inf fill gives exp = 0 in the lanes past the row */
-            const V e = FN(exp)(VMLOAD_OR(x + i, tail, minus_inf), nm);
-            VMSTORE(out + i, tail, e);
-            acc = ACC_ADD(acc, e);
-        }
+        for (; i + W <= n; i += W)
+            VSTOREU(out + i, FN(exp)(VLOADU(x + i), nm));
+        if (i < n) /* the -inf fill gives exp = 0 in the lanes past the row */
+            VMSTORE(out + i, tail, FN(exp)(VMLOAD_OR(x + i, tail, minus_inf), nm));
 
-        /* Pass 3: scale by 1/sum. A +inf logit (the only way to an infinite sum) leaves the row
+        /* Pass 3: their sum, in double, in kernels_sum.h's order (e is back from L1/L2). */
+        const double sum = FN(sum_acc)(out, NULL, ACC_ZERO, n, SG_TERM_SUM, 0, NULL);
+
+        /* Pass 4: scale by 1/sum. A +inf logit (the only way to an infinite sum) leaves the row
          * without a defined softmax, so it is NaN throughout, as in softmax_grad.softmax; an all
          * -inf row has sum = 0 and 0 * inf = NaN, exactly as 0 / 0. */
-        const double sum = ACC_HSUM(acc);
         const V inv = VSET1((T)(isinf(sum) ? NAN : 1.0 / sum));
         for (i = 0; i + 4 * W <= n; i += 4 * W) {
             VSTOREU(out + i, VMUL(VLOADU(out + i), inv));
@@ -399,6 +464,8 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
             VMSTORE(out + i, tail, VMUL(VMLOADZ(out + i, tail), inv));
     }
 }
+
+#ifndef SG_ROWS_ONLY /* kernels_scalar.c keeps its own O(n^2) loop and floor */
 
 /* ---- the source thread's O(n^2) algorithm (its AVX version), without its restrictions ---------- */
 
@@ -491,6 +558,7 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 
 #undef SG_ADD_1
 #undef SG_ADD_4
+#endif /* SG_ROWS_ONLY */
 #undef SG_LOAD
 
 /* The vocabulary is per instance: the next inclusion defines it afresh. */
@@ -516,11 +584,11 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 #undef VMSTORE
 #undef VHSUM
 #undef VHMAX
+#undef VKEEP
 #undef VMIN
 #undef VFNMADD
 #undef VROUND
 #undef VLDEXP
-#undef ACC_T
-#undef ACC_ZERO
-#undef ACC_ADD
-#undef ACC_HSUM
+/* ACC_T ... ACC_HSUM (double vectors, the same for both instances) stay defined */
+#undef ACC_LOAD
+#undef ACC_MLOADZ

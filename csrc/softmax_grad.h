@@ -23,6 +23,12 @@
 /* Instruction-set paths. Bit (1 << SG_ISA_x) of sg_available_isas() says whether path x can run. */
 enum sg_isa { SG_ISA_SCALAR = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2 };
 
+/* The summation order of every sum in a row (csrc/kernels_sum.h), the same on every path:
+ * SG_SUM_BYTES / sizeof(T) lanes (element j of a block in lane j mod that), blocks of
+ * SG_SUM_ROUNDS times as many elements, combined by a fixed halving tree and a binary counter.
+ * softmax_grad.native.summation_depth derives the error bound's depth from these. */
+enum sg_summation { SG_SUM_BYTES = 256, SG_SUM_ROUNDS = 16 };
+
 /* Return values of the entry points. */
 enum sg_status {
     SG_OK = 0,

@@ -1,8 +1,10 @@
 """softmax_grad.native (the C kernels) against references computed from the definitions.
 
-Every ISA path usable on this CPU runs every test. References are the library's NumPy functions
-evaluated in float64 (float32 inputs are upcast exactly), or in long double where float64 itself
-would be the less accurate side. Tolerances are derived, not tuned; see ``vjp_bound``.
+Every ISA path usable on this CPU runs every test (AVX-512 only where the CPU has it). References
+are the library's NumPy functions evaluated in float64 (float32 inputs are upcast exactly), or in
+long double where float64 itself would be the less accurate side, mpmath from the logits, and an
+independent model of the documented summation order (``ordered_sum``). Tolerances are derived,
+not tuned; see ``vjp_bound``. Bits must not depend on the address, the thread count or the ISA.
 """
 
 from __future__ import annotations
@@ -51,9 +53,54 @@ def threads_as_asked():
     native.THREAD_THRESHOLD_BYTES = REAL_THREAD_THRESHOLD
 
 
+def _gamma(k, dtype):
+    u = float(np.finfo(dtype).eps) / 2
+    return k * u / (1 - k * u)
+
+
+def confident_shift(y, dy):
+    """Per row, a = dy_c where the row's largest entry y_c (first one) is >= 1/2 and its dot
+    product is finite (the native kernel's accurate form), else 0 (the plain formula); float64,
+    shape (..., 1), and whether the row is confident."""
+    y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dot = np.sum(y64 * dy64, axis=-1, keepdims=True)
+        m = np.max(np.where(np.isnan(y64), -np.inf, y64), axis=-1, keepdims=True)
+    c = np.argmax(np.where(np.isnan(y64), -np.inf, y64), axis=-1)[..., None]
+    confident = (m >= 0.5) & np.isfinite(dot) & np.all(np.isfinite(y64), axis=-1, keepdims=True)
+    a = np.where(confident, np.take_along_axis(dy64, c, axis=-1), 0.0)
+    return a, confident
+
+
 def vjp_bound(y, dy, dtype) -> np.ndarray:
-    """The library's rounding-error bound of the O(n) VJP in ``dtype`` (derived there)."""
-    return sg.vjp_error_bound(y, dy, dtype=dtype)
+    """What the native VJP in ``dtype`` may differ from the exact plain formula of the same
+    (y, dy), derived here for its two forms (see native.softmax_vjp), with the summation depth
+    k = native.summation_depth(n) in place of n:
+
+    plain rows: the library's bound, sg.vjp_error_bound, with gamma_{k+2} for gamma_{n+2};
+    confident rows: dx_i = y_i ((dy_i - a) + t), t = sum_j y_j (a - dy_j): each term of t has
+    two roundings (the subtraction, the product) and k - 1 additions, so |t^ - t| <=
+    gamma_{k+1} T with T = sum_j |y_j (a - dy_j)|; then subtraction, addition and product:
+    |y_i| (gamma_3 |dy_i - a| + gamma_{k+4} T), plus |y_i a (sum_j y_j - 1)|, by which the two
+    forms differ exactly off the simplex (y here may be any array). Underflow: (n + 4) eta.
+    """
+    y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
+    n = y64.shape[-1]
+    k = native.summation_depth(n, dtype)
+    eta = float(np.finfo(dtype).smallest_subnormal)
+    a, confident = confident_shift(y64, dy64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True)
+        d = np.abs(dy64 - np.sum(y64 * dy64, axis=-1, keepdims=True))
+        plain = np.abs(y64) * (_gamma(k + 2, dtype) * s + _gamma(2, dtype) * d)
+        big_t = np.sum(np.abs(y64 * (a - dy64)), axis=-1, keepdims=True)
+        # sum_j y_j - 1 in long double: float64 would round it to 0 or a whole ulp of 1
+        off = np.abs(y64 * a) * np.abs(np.sum(y64.astype(LONG), axis=-1, keepdims=True) - 1)
+        accurate = np.abs(y64) * (
+            _gamma(3, dtype) * np.abs(dy64 - a) + _gamma(k + 4, dtype) * big_t
+        ) + off * (1 + 1e-12)
+        bound = np.where(confident, accurate, plain) + (n + 4) * eta
+    return bound.astype(F64) * (1 + 1e-6)
 
 
 def quadratic_bound(y, dy, dtype) -> np.ndarray:
@@ -86,8 +133,11 @@ def numpy_vjp_same_dtype(y, dy):
 
 
 def vjp_reference(y, dy):
-    """The library's NumPy formula in float64: the exact inputs, float64 arithmetic."""
-    return sg.softmax_vjp(np.asarray(y, F64), np.asarray(dy, F64))
+    """The plain formula in arithmetic wider than the tested dtype's (float64 for float32
+    inputs, long double for float64 ones, both upcast exactly): its own error is negligible
+    against vjp_bound, even where the formula cancels."""
+    wide = F64 if np.asarray(y).dtype == np.float32 else LONG
+    return sg.softmax_vjp(np.asarray(y, wide), np.asarray(dy, wide)).astype(F64)
 
 
 def softmax_reference(x):
@@ -376,8 +426,8 @@ def _offset_copy(a: np.ndarray, offset: int) -> np.ndarray:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
 def test_any_address_gives_correct_results(isa, dtype):
-    # Offset by one element, vectors straddle cache lines and the VJP's aligned head changes
-    # length: still within the bound. The forward pass does not depend on the address at all.
+    # Offset by one element, vectors straddle cache lines: the same bits (no sum depends on the
+    # address), within the bound.
     rng = np.random.default_rng(6)
     y, dy = vjp_inputs(rng, (5, 53), dtype)
     fwd = native.softmax(dy, isa=isa)
@@ -387,6 +437,7 @@ def test_any_address_gives_correct_results(isa, dtype):
         for threads in (1, 2):
             out = native.softmax_vjp(yo, dyo, isa=isa, threads=threads)
             assert_within(out, vjp_reference(y, dy), bound, f"{isa} offset={offset}")
+            np.testing.assert_array_equal(out, native.softmax_vjp(y, dy, isa=isa))
         np.testing.assert_array_equal(native.softmax(dyo, isa=isa), fwd)
         # the same row alone, at the same address, gives the same bits as inside the batch
         np.testing.assert_array_equal(
@@ -398,8 +449,8 @@ def test_any_address_gives_correct_results(isa, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
 def test_every_head_length_and_tail_length(isa, dtype):
-    # The VJP and the floor peel a masked head up to out's (and the VJP's dot product up to y's)
-    # vector boundary (FN(head) in kernels_simd.h), then full vectors, then a masked tail. Every
+    # The VJP's output pass and the floor peel a masked head up to out's vector boundary
+    # (FN(head) in kernels_simd.h), then full vectors, then a masked tail. Every
     # element offset of out and of the inputs within a vector, times every length from 1 to
     # 2W + 1, walks through every head and tail length, empty ones included.
     w = WIDTH[isa][dtype]
@@ -449,8 +500,7 @@ def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
                     assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
                     if first is None:
                         first = out.copy()
-                    if n < SHORT_VECTORS * w or isa == "scalar":  # the order depends on n only
-                        np.testing.assert_array_equal(out, first, msg)
+                    np.testing.assert_array_equal(out, first, msg)  # the order: n's alone
                     for threads in (2, 3):
                         np.testing.assert_array_equal(
                             native.softmax_vjp(yo, dyo, isa=isa, threads=threads), out, msg
@@ -488,14 +538,15 @@ def test_vjp_short_rows_streaming_variant_matches(isa, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_strided_and_fortran_inputs_are_copied(dtype):
-    # Copies land at other addresses, so the VJP is checked against the bound (its summation
-    # order follows y's alignment); the forward pass and the O(n^2) kernel are bitwise stable.
+    # Copies land at other addresses: the bound, and the same bits (no sum depends on the
+    # address); the O(n^2) kernel is bitwise stable too.
     rng = np.random.default_rng(7)
     y, dy = vjp_inputs(rng, (6, 40), dtype)
     expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
     ys, dys = np.repeat(y, 2, axis=1)[:, ::2], np.repeat(dy, 2, axis=1)[:, ::2]
     assert not ys.flags.c_contiguous
     assert_within(native.softmax_vjp(ys, dys), expected, bound, "strided")
+    np.testing.assert_array_equal(native.softmax_vjp(ys, dys), native.softmax_vjp(y, dy))
     assert_within(native.softmax_vjp(np.asfortranarray(y), dy), expected, bound, "F-order")
     np.testing.assert_array_equal(native.softmax(ys), native.softmax(y))
     np.testing.assert_array_equal(
@@ -809,10 +860,7 @@ def test_what_takes_the_slow_path(slow_path_calls):
     ]:
         got = call()
         assert slow_path_calls[-1] == ("y", "dy"), label
-        if label in ("misaligned", "strided"):  # copies at other addresses: within the bound
-            assert_within(got, vjp_reference(y, dy), vjp_bound(y, dy, np.float32), label)
-        else:
-            np.testing.assert_array_equal(got, want, label)
+        np.testing.assert_array_equal(got, want, label)  # copies elsewhere: the same bits
     assert len(slow_path_calls) == 4
 
 
@@ -1157,3 +1205,285 @@ def test_stream_add_streaming_variant_any_alignment(isa, dtype):
             assert _guards_intact(buf), f"out_off={out_off} threads={threads}"
             assert np.all(buf[GUARD : GUARD + out_off] == -12345.5)
             np.testing.assert_array_equal(out, a + b, f"out_off={out_off} threads={threads}")
+
+
+# ---- one summation order: n alone decides it (kernels_sum.h, issue 12) ---------------------------
+
+LANES = {np.float32: 64, np.float64: 32}  # SG_SUM_BYTES = 256 bytes of lanes
+ROUNDS = 16  # SG_SUM_ROUNDS: terms per lane and block
+
+
+def ordered_sum(terms: np.ndarray, dtype) -> tuple:
+    """The documented order (native.summation_depth's docstring), written from the description,
+    not from the C: lane j mod L of each block of R L terms, each lane in index order from +0,
+    the lanes by the halving tree, the blocks by a binary counter. Returns the sum in ``dtype``
+    and the largest number of roundings a term went through (its product's included)."""
+    lanes, block = LANES[dtype], ROUNDS * LANES[dtype]
+    terms = np.asarray(terms, dtype)
+    stack = []  # (value, depth)
+    for b0 in range(0, len(terms), block):
+        part = terms[b0 : b0 + block]
+        acc = np.zeros(lanes, dtype)
+        depth = np.zeros(lanes, int)  # roundings so far, product included
+        for r in range(0, len(part), lanes):
+            chunk = part[r : r + lanes]
+            k = len(chunk)
+            depth[:k] = np.where(r == 0, 1, np.maximum(depth[:k], 1) + 1)
+            acc[:k] = acc[:k] + chunk  # numpy: one rounding per lane, like the kernels
+        used = min(lanes, len(part))
+        h = lanes // 2
+        while h >= 1:
+            real = np.arange(h) + h < used  # partners holding terms: a real, rounded addition
+            depth[:h] = np.where(real, np.maximum(depth[:h], depth[h : 2 * h]) + 1, depth[:h])
+            acc[:h] = acc[:h] + acc[h : 2 * h]
+            used = min(used, h)
+            h //= 2
+        value, d = acc[0], int(depth[0])
+        count = b0 // block
+        while count & 1:
+            prev, pd = stack.pop()
+            value, d = dtype(prev + value), max(pd, d) + 1
+            count >>= 1
+        stack.append((value, d))
+    value, d = stack.pop()
+    while stack:
+        prev, pd = stack.pop()
+        value, d = dtype(prev + value), max(pd, d) + 1
+    return dtype(value), d
+
+
+def native_dot(y, dy, isa):
+    """<y, dy> as the native VJP computes it, read back exactly: y_0 = 1/4 and dy_0 = 0 make
+    dx_0 = 1/4 * (0 - dot), exact (all y < 1/2: the plain formula)."""
+    y, dy = y.copy(), dy.copy()
+    y[..., 0], dy[..., 0] = 0.25, 0.0
+    return -4 * native.softmax_vjp(y, dy, isa=isa)[..., 0], y, dy
+
+
+SUM_LENGTHS = {
+    dt: sorted(
+        {*range(1, 2 * LANES[dt] + 2)}
+        | {k * ROUNDS * LANES[dt] + d for k in (1, 2, 3, 5) for d in (-1, 0, 1)}
+        | {4099, 7 * ROUNDS * LANES[dt] + 13}
+    )
+    for dt in DTYPES
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_dot_product_follows_the_documented_order(isa, dtype):
+    # Bitwise equal to ordered_sum of the rounded products, for lengths 1..2L+1 and around block
+    # boundaries; and summation_depth is the depth that order has.
+    rng = np.random.default_rng(30)
+    for n in SUM_LENGTHS[dtype]:
+        y = rng.uniform(0, 0.45, size=n).astype(dtype)
+        dy = rng.normal(size=n).astype(dtype)
+        dot, y, dy = native_dot(y, dy, isa)
+        want, depth = ordered_sum(y * dy, dtype)  # y * dy: the rounded products in dtype
+        assert dot == want, f"{isa} n={n}: {dot!r} != {want!r}"
+        assert native.summation_depth(n, dtype) == depth, f"n={n}"
+
+
+def test_summation_depth_arguments_and_growth():
+    assert native.summation_depth(0, np.float32) == 0
+    assert native.summation_depth(1, np.float64) == 1
+    # log n growth: doubling n past a block adds one level
+    assert native.summation_depth(2**22, np.float32) == native.summation_depth(2**21, "f4") + 1
+    with pytest.raises(TypeError, match=r"dtype must be float32 or float64, got float16"):
+        native.summation_depth(10, np.float16)
+    with pytest.raises(ValueError, match=r"n must be an int >= 0, got -1"):
+        native.summation_depth(-1, np.float32)
+
+
+def _at(a: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of ``a`` whose data starts ``offset`` elements past a 64-byte boundary."""
+    item = a.itemsize
+    buf = np.empty(a.size + 64 // item + offset, a.dtype)
+    start = (-buf.ctypes.data % 64) // item + offset
+    view = buf[start : start + a.size].reshape(a.shape)
+    view[...] = a
+    return view
+
+
+def _confident_batch(rng, rows, n, dtype):
+    """Rows of softmax probabilities, about half of them with an entry >= 1/2, and a dy."""
+    x = rng.normal(scale=2, size=(rows, n))
+    x[::2, rng.integers(0, n)] += 8  # every other row confident
+    return sg.softmax(x).astype(dtype), rng.normal(size=(rows, n)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype):
+    # Inputs and out at 16 element offsets each (independently), 1 to 3 threads, every ISA:
+    # one answer, for confident and other rows, and for the forward pass.
+    rng = np.random.default_rng(31)
+    for rows, n in [(3, 5), (3, 63), (3, 64), (4, 65), (3, 129), (5, 1000), (3, 1025), (2, 4099)]:
+        y, dy = _confident_batch(rng, rows, n, dtype)
+        x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
+        vjp0 = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+        fwd0 = native.softmax(x, isa="scalar", threads=1)
+        assert_within(vjp0, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{rows}x{n}")
+        for isa in ISAS:
+            for k in range(16):
+                yo, dyo, xo = _at(y, k), _at(dy, (3 * k) % 16), _at(x, (7 * k) % 16)
+                threads = 1 + k % 3
+                out = _at(np.zeros_like(y), (5 * k) % 16)
+                msg = f"{isa} {rows}x{n} offset {k} threads {threads}"
+                native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=threads)
+                np.testing.assert_array_equal(out, vjp0, msg)
+                native.softmax(xo, out=out, isa=isa, threads=threads)
+                np.testing.assert_array_equal(out, fwd0, msg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streaming_variant_gives_the_scalar_bits(dtype):
+    # Above STREAM_BYTES the SIMD paths pipeline rows with non-temporal stores; confident rows
+    # take their second pass inside that pipeline. Same bits as the scalar path, at an offset.
+    n = 1000
+    rows = STREAM_BYTES // (3 * np.dtype(dtype).itemsize * n) + 3
+    rng = np.random.default_rng(32)
+    y, dy = _confident_batch(rng, rows, n, dtype)
+    want = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+    for isa in ISAS:
+        for off in (0, 3):
+            got = native.softmax_vjp(_at(y, off), _at(dy, off + 1), isa=isa, threads=1 + off % 2)
+            np.testing.assert_array_equal(got, want, f"{isa} offset {off}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_overflowing_dot_product_same_answer_everywhere(dtype):
+    # Partial sums that overflow or not depending on the grouping: whatever the fixed order
+    # gives (inf, -inf, NaN or a finite value), every path and every address gives it too.
+    big = float(np.finfo(dtype).max) / 4
+    rng = np.random.default_rng(33)
+    for n in (9, 70, 300, 1100):
+        y = np.full((6, n), 0.9, dtype)
+        dy = (rng.choice([-1.0, 1.0], size=(6, n)) * big * rng.uniform(0.5, 1, size=(6, n))).astype(
+            dtype
+        )
+        dy[0, : n // 2] = big  # the first half overflows, the second brings it back
+        dy[0, n // 2 :] = -big
+        want = native.softmax_vjp(y, dy, isa="scalar")
+        for isa in ISAS:
+            for k in (0, 1, 5, 11):
+                got = native.softmax_vjp(_at(y, k), _at(dy, k + 2), isa=isa, threads=1 + k % 3)
+                np.testing.assert_array_equal(got, want, f"{isa} n={n} offset {k}")
+
+
+# ---- confident rows: accurate from the logits at any gap (issue 12, item 1) ----------------------
+
+
+def _exact_vjp_from_logits(x, dy):
+    """mpmath at 50 digits, one row: dx = y * (dy - <y, dy>) for y = softmax(x), and each entry's
+    scale y_i sum_j y_j |dy_i - dy_j| (dx_i = y_i sum_j y_j (dy_i - dy_j) on the simplex, so
+    this is |dx_i| wherever the entry is well conditioned, and what an error is relative to
+    where it is not)."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        d = [mpmath.mpf(float(v)) for v in dy]
+        e = [mpmath.exp(mpmath.mpf(float(v))) for v in x]
+        total = mpmath.fsum(e)
+        y = [v / total for v in e]
+        dot = mpmath.fsum(yi * di for yi, di in zip(y, d, strict=True))
+        dx = [float(yi * (di - dot)) for yi, di in zip(y, d, strict=True)]
+        scale = [
+            float(yi * mpmath.fsum(yj * abs(di - dj) for yj, dj in zip(y, d, strict=True)))
+            for yi, di in zip(y, d, strict=True)
+        ]
+    return np.array(dx), np.array(scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_confident_rows_accurate_at_every_entry_from_the_logits(dtype):
+    # Logit gap g between the dominant class c and the rest, from 0 to beyond the gap where y_c
+    # rounds to 1 (about 17 + ln n in float32, 37 + ln n in float64). y from native.softmax, dx
+    # from native.softmax_vjp; every entry's error against mpmath from the logits, relative to
+    # its scale (see _exact_vjp_from_logits), must stay a small multiple of n u. The plain
+    # formula in the same dtype fails that at c at the largest gaps (checked, so the test can
+    # fail).
+    u = float(np.finfo(dtype).eps) / 2
+    rng = np.random.default_rng(34)
+    limit = 30 if dtype == np.float32 else 50
+    worst, plain_worst = {}, 0.0
+    for n in (2, 7, LANES[dtype] + 1, 2 * LANES[dtype] + 1):
+        for gap in np.linspace(0, limit, 11):
+            x = rng.normal(scale=0.3, size=n)
+            c = int(rng.integers(0, n))
+            x[c] = np.max(x) + gap
+            dy = rng.normal(size=n)
+            x, dy = x.astype(dtype), dy.astype(dtype)
+            exact, scale = _exact_vjp_from_logits(x, dy)
+            y = native.softmax(x[None])
+            for isa in ISAS:
+                got = native.softmax_vjp(y, dy[None], isa=isa)[0]
+                rel = float(np.max(np.abs(got - exact) / scale))
+                worst[isa] = max(worst.get(isa, 0.0), rel / (n * u))
+                assert rel <= 8 * n * u, f"{isa} n={n} gap={gap:.1f}: {rel:.2e} > {8 * n * u:.2e}"
+            with np.errstate(invalid="ignore"):
+                plain = sg.softmax_vjp(y, dy[None])[0]
+            plain_worst = max(plain_worst, float(np.abs(plain[c] - exact[c]) / scale[c]))
+    print(
+        f"{np.dtype(dtype).name}: worst error / scale / (n u): {worst}; plain formula at c "
+        f"{plain_worst:.2e}"
+    )
+    assert plain_worst > 0.5  # the plain formula loses dx_c entirely at the largest gaps
+
+
+# ---- long rows (issue 12, item 2) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_forward_f64_promise_holds_at_two_to_the_22(isa):
+    n = 2**22
+    rng = np.random.default_rng(35)
+    x = rng.normal(scale=3, size=(1, n))
+    got = native.softmax(x, isa=isa)
+    want = softmax_reference(x)
+    rel = float(np.max(np.abs(got - want) / want))
+    assert rel < 1e-13, rel
+    # and the sum's part of it is within gamma_k, k = summation_depth (the exp's is a few ulps)
+    assert (
+        abs(float(np.sum(got.astype(LONG))) - 1)
+        <= _gamma(native.summation_depth(n, np.float64) + 2, np.float64) + n * 2.0**-53 * 8
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_long_dot_products_within_the_depth_bound(isa, dtype):
+    # Up to 2^22 terms, with cancellation (signs random, so the dot is ~ S / sqrt(n)): the
+    # error must stay within gamma_k S with k = summation_depth, which grows like log n, where a
+    # running sum's bound grows like n. References: float64 pairwise for float32 inputs; for
+    # float64 ones, exact: math.fsum of the products split exactly (Dekker's two-product).
+    import math
+
+    rng = np.random.default_rng(36)
+    for n in (1025, 2**16 + 7, 2**20, 2**22):
+        y = rng.uniform(0, 0.45, size=n).astype(dtype)
+        dy = (rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.5, 1.5, size=n)).astype(dtype)
+        dot, y, dy = native_dot(y, dy, isa)
+        y64, dy64 = y.astype(F64), dy.astype(F64)
+        if dtype == np.float32:
+            exact = float(np.sum(y64 * dy64))  # exact products, error ~1e-16 S: negligible
+        else:
+            p = y64 * dy64
+            err = _two_product_error(y64, dy64, p)
+            exact = math.fsum(np.concatenate([p, err]))
+        s = float(np.sum(np.abs(y64 * dy64)))
+        k = native.summation_depth(n, dtype)
+        assert abs(float(dot) - exact) <= _gamma(k, dtype) * s, (n, abs(float(dot) - exact) / s)
+
+
+def _two_product_error(a, b, p):
+    """e with a * b = p + e exactly (Dekker's split, float64 arrays; no overflow here)."""
+
+    def split(v):
+        t = v * 134217729.0  # 2^27 + 1
+        hi = t - (t - v)
+        return hi, v - hi
+
+    ah, al = split(a)
+    bh, bl = split(b)
+    return ((ah * bh - p) + ah * bl + al * bh) + al * bl

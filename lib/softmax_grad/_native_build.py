@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "softmax_grad.h"
 SOURCES = ("dispatch.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c")
-DEPENDS = ("softmax_grad.h", "kernels.h", "kernels_simd.h", "pool.h")
+DEPENDS = (
+    "softmax_grad.h",
+    "kernels.h",
+    "kernels_simd.h",
+    "kernels_sum.h",
+    "kernels_x86.h",
+    "kernels_scalar_vocab.h",
+    "pool.h",
+)
 MODULE = "softmax_grad._native"
 
 # -ffp-contract=off: no silent a*b+c fusion, so NaN/inf follow the written operations (and the
