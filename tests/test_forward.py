@@ -6,6 +6,8 @@ import mpmath
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from softmax_grad import log_softmax, softmax
 from tests.strategies import logits
@@ -144,3 +146,68 @@ def test_large_finite_logit_tends_to_the_one_hot_limit():
     # The convention is NaN exactly at +inf; any finite logit, however large, is the limit.
     y = softmax(np.array([1e308, 0.0, -1.0]))
     np.testing.assert_array_equal(y, [1.0, 0.0, 0.0])
+
+
+# ---- masks (where=) ----------------------------------------------------------------------------
+
+
+def _masks_and_logits():
+    """(x, mask): logits of shape (B, n) and a boolean mask of the same shape."""
+    shapes = hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=7)
+    return shapes.flatmap(
+        lambda s: st.tuples(
+            hnp.arrays(np.float64, s, elements=st.floats(-30, 30)),
+            hnp.arrays(np.bool_, s),
+        )
+    )
+
+
+@given(_masks_and_logits())
+def test_mask_is_the_definition_over_the_kept_entries(xm):
+    x, mask = xm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning, not even on rows with nothing kept
+        y = softmax(x, where=mask)
+        logp = log_softmax(x, where=mask)
+    for r in range(x.shape[0]):
+        kept = mask[r]
+        assert np.all(y[r, ~kept] == 0) and np.all(logp[r, ~kept] == -np.inf)
+        if kept.any():  # the definition on the kept entries alone (mpmath, 50 digits)
+            np.testing.assert_allclose(y[r, kept], _mp_softmax(x[r, kept]), rtol=1e-14)
+            np.testing.assert_allclose(
+                logp[r, kept], np.log(_mp_softmax(x[r, kept])), rtol=1e-13, atol=1e-13
+            )
+    np.testing.assert_allclose(np.exp(logp), y, rtol=1e-13, atol=0)  # padding rows: 0 = 0
+
+
+@given(_masks_and_logits())
+def test_mask_equals_the_minus_inf_logit_formula_on_rows_with_something_kept(xm):
+    x, mask = xm
+    rows = mask.any(axis=-1)
+    with np.errstate(invalid="ignore"):
+        minus_inf = softmax(np.where(mask, x, -np.inf))
+        log_minus_inf = log_softmax(np.where(mask, x, -np.inf))
+    np.testing.assert_allclose(softmax(x, where=mask)[rows], minus_inf[rows], rtol=1e-15)
+    np.testing.assert_allclose(log_softmax(x, where=mask)[rows], log_minus_inf[rows], rtol=1e-14)
+    # The -inf formula makes a row with nothing kept NaN; the mask makes it zeros / -inf.
+    assert np.all(np.isnan(minus_inf[~rows]))
+    assert np.all(softmax(x, where=mask)[~rows] == 0)
+
+
+def test_masked_values_are_not_read_and_the_mask_broadcasts():
+    x = np.array([[1.0, np.nan, 2.0], [np.inf, 0.0, 0.0]], np.float32)
+    mask = np.array([True, False, True])  # shape (n,), broadcast over rows
+    y = softmax(x, where=mask)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[0], [1 / (1 + np.e), 0, np.e / (1 + np.e)], rtol=1e-6)
+    assert np.all(np.isnan(y[1]))  # the kept +inf still makes its row NaN (module docstring)
+    column = softmax(np.array([[1.0, 2.0], [3.0, 4.0]]), axis=0, where=np.array([[True], [False]]))
+    np.testing.assert_array_equal(column, [[1.0, 1.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("func", [softmax, log_softmax])
+def test_bad_masks_are_named(func):
+    with pytest.raises(TypeError, match="where must be a boolean array.*got dtype int64"):
+        func(np.zeros((2, 3)), where=np.ones((2, 3), np.int64))
+    with pytest.raises(ValueError, match=r"where.shape=\(2,\) does not broadcast.*\(2, 3\)"):
+        func(np.zeros((2, 3)), where=np.ones(2, bool))

@@ -96,7 +96,7 @@ def test_error_vs_step_has_truncation_and_rounding_branches():
 def test_errors_are_named():
     with pytest.raises(ValueError, match="method must be one of"):
         numerical_gradient(_cubic, np.ones(2), method="backward")
-    with pytest.raises(ValueError, match="eps must be a positive step"):
+    with pytest.raises(ValueError, match="eps must be a positive finite step"):
         numerical_gradient(_cubic, np.ones(2), eps=0.0)
     with pytest.raises(
         ValueError, match=r"eps=1e-20 is below the spacing of x\[0\]=0\.5 in float64"
@@ -159,6 +159,64 @@ def test_numerical_jacobian_flattens_in_c_order_and_keeps_float32():
 def test_numerical_jacobian_bad_arguments():
     with pytest.raises(ValueError, match="method must be one of"):
         numerical_jacobian(softmax, np.zeros(2), method="backward")
-    with pytest.raises(ValueError, match="eps must be a positive step"):
+    with pytest.raises(ValueError, match="eps must be a positive finite step"):
         numerical_jacobian(softmax, np.zeros(2), eps=0.0)
     assert numerical_jacobian(softmax, np.zeros(0)).shape == (0, 0)
+
+
+# ---- issue 12, smaller defects ---------------------------------------------------------------
+
+
+def test_relative_error_of_infinities_and_nan():
+    a = np.array([np.inf, -np.inf, np.inf, np.inf, np.nan, 1.0])
+    b = np.array([np.inf, -np.inf, 1.0, -np.inf, 1.0, np.nan])
+    with np.errstate(all="raise"):  # no warning either
+        err = relative_error(a, b)
+    # equal: 0; inf vs finite: the limit |a - b| / |a| -> 1; inf vs -inf: 2; NaN stays NaN
+    np.testing.assert_array_equal(err, [0.0, 0.0, 1.0, 2.0, np.nan, np.nan])
+
+
+def test_relative_error_keeps_the_imaginary_part():
+    err = relative_error(np.array([1 + 5j]), np.array([1.0]))
+    np.testing.assert_allclose(err, [5 / np.sqrt(26)], rtol=1e-15)  # |5j| / |1 + 5j|
+    check = check_gradient(lambda z: float(np.sum(z)), lambda z: np.full(z.shape, 1 + 5j), [2.0])
+    assert not check.passed and check.max_error > 0.9
+
+
+@pytest.mark.parametrize("eps", [np.inf, -np.inf, np.nan, 0.0, -1e-3])
+def test_bad_steps_are_rejected(eps):
+    with pytest.raises(ValueError, match="eps must be a positive finite step"):
+        numerical_gradient(_cubic, np.ones(2), eps=eps)
+    with pytest.raises(ValueError, match="eps must be a positive finite step"):
+        check_gradient(_cubic, _cubic_grad, np.ones(2), eps=eps)
+
+
+def test_numerical_gradient_of_a_vector_function_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"scalar function: f\(x\) returned shape \(3,\)"):
+        numerical_gradient(lambda z: z**2, np.ones(3))
+    # a one-element result is a scalar
+    np.testing.assert_allclose(numerical_gradient(lambda z: np.sum(z**2, keepdims=True), [1.0]), 2)
+
+
+@pytest.mark.parametrize("method", ["central", "forward", "complex"])
+def test_float32_default_tolerance_passes_correct_and_fails_wrong_gradients(method):
+    rng = np.random.default_rng(7)
+    for n in (3, 10, 50):
+        x = rng.normal(size=(4, n)).astype(np.float32)
+        w = rng.normal(size=(4, n)).astype(np.float32)
+
+        def f(z, w=w):
+            return np.sum(w * softmax(z))
+
+        def right(z, w=w):
+            return softmax_vjp(softmax(z), w)
+
+        def trap(z, w=w):
+            return diagonal_only_derivative(z) * w
+
+        good = check_gradient(f, right, x, method=method)
+        assert good.passed, str(good)
+        if method != "forward":  # 0.5 is too loose to see the trap reliably
+            assert not check_gradient(f, trap, x, method=method).passed
+    # float64 keeps its tolerance
+    assert check_gradient(_cubic, _cubic_grad, np.ones(2)).tol == 1e-6

@@ -83,3 +83,37 @@ def test_native_backend_checks_shapes_and_order():
     layer.forward(np.zeros(3))
     with pytest.raises(ValueError, match=r"y\.shape=\(3,\) and dy\.shape=\(4,\)"):
         layer.backward(np.ones(4))
+
+
+def test_softmax_layer_backward_is_accurate_on_a_confident_row():
+    # Gap 40 in float64: y_c rounds to 1, and the plain formula loses dx_c entirely. The layer's
+    # backward is the accurate softmax_vjp; the reference is the exact softmax of the logits in
+    # mpmath: dx_c = y_c sum_{j != c} y_j (dy_c - dy_j).
+    import mpmath
+
+    x = np.array([[40.0, 0.0, 1.0, -2.0]])
+    dy = np.array([[1.0, -1.0, 0.5, 0.0]])
+    layer = Softmax()
+    y = layer.forward(x)
+    assert y[0, 0] == 1
+    with mpmath.workdps(80):
+        e = [mpmath.exp(mpmath.mpf(float(v)) - 40) for v in x[0]]
+        p = [v / mpmath.fsum(e) for v in e]
+        true = p[0] * mpmath.fsum(p[j] * (dy[0, 0] - dy[0, j]) for j in range(1, 4))
+    dx = layer.backward(dy)
+    assert abs(float((mpmath.mpf(float(dx[0, 0])) - true) / true)) < 8 * 4 * 2.0**-53 * 40
+
+
+@pytest.mark.parametrize("layer_cls", [Softmax, LogSoftmax])
+def test_forward_output_is_read_only_so_backward_cannot_be_corrupted(layer_cls):
+    layer = layer_cls()
+    x = np.array([[0.0, 1.0, 2.0]])
+    y = layer.forward(x)
+    dy = np.array([[1.0, 0.0, -1.0]])
+    before = layer.backward(dy)
+    with pytest.raises(ValueError, match="read-only"):
+        y *= 2
+    np.testing.assert_array_equal(layer.backward(dy), before)
+    z = y.copy()  # a copy is writable and independent
+    z *= 2
+    np.testing.assert_array_equal(layer.backward(dy), before)

@@ -12,13 +12,21 @@ Non-finite logits follow one convention, the one PyTorch, JAX and SciPy also pro
 
 The backward pass (:mod:`softmax_grad.vjp`) propagates those NaN rows: a NaN anywhere in a row
 of ``y`` makes the row's dot product, hence the whole row of ``dx``, NaN.
+
+Masks (``where=``, a boolean array broadcasting against ``x``; True keeps an entry) say the same
+as a ``-inf`` logit, with two differences that padding needs: a masked entry's value is never
+read (NaN or ``+inf`` there change nothing), and a row with no entry kept (a padding row) gives
+probability 0 everywhere and log-probability ``-inf`` everywhere, with no warning, where a row
+of only ``-inf`` logits is NaN. ``-inf`` is the only log-probability consistent with the
+probability 0 (``exp(log_softmax(x, where=m)) == softmax(x, where=m)`` on every row), and any
+finite value would claim a probability; the backward passes give zeros on such rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_float_array, normalize_axis
+from ._validation import as_float_array, as_mask, as_working, normalize_axis, returned
 
 
 def _shifted(x, axis: int) -> tuple[np.ndarray, int]:
@@ -54,15 +62,36 @@ def _exp_sum(x, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return shifted, e, np.where(np.isposinf(total.real), np.nan, total)
 
 
-def softmax(x, axis: int = -1) -> np.ndarray:
+def _masked_exp_sum(x, axis: int, where):
+    """:func:`_exp_sum` of ``x`` with the entries ``where`` is False set to ``-inf`` (not read);
+    a row with nothing kept gets the sum 1, so it gives probability 0 and log-probability -inf.
+    Half-precision ``x`` is computed in float32; the last item is the dtype to return, or None.
+    """
+    (x,), back = as_working([x], ["x"])
+    ax = normalize_axis(axis, x.ndim)
+    mask = as_mask(where, x.shape)
+    if mask is None:
+        return (*_exp_sum(x, ax), back)
+    shifted, e, total = _exp_sum(np.where(mask, x, -np.inf), ax)
+    return shifted, e, np.where(np.any(mask, axis=ax, keepdims=True), total, 1), back
+
+
+def softmax(x, axis: int = -1, where=None) -> np.ndarray:
     r"""Softmax along ``axis``: :math:`y_i = e^{x_i} / \sum_j e^{x_j}`.
 
     Parameters
     ----------
     x : array_like, shape (..., n, ...)
-        Logits. float32 stays float32, float64 stays float64, integers become float64.
+        Logits. float32 stays float32, float64 stays float64, integers become float64;
+        float16 and bfloat16 (``ml_dtypes``) are computed in float32 and the result is
+        rounded once to the input's dtype, so sums longer than float16's range are exact.
     axis : int, default -1
         The axis that is normalised.
+    where : array_like of bool, optional
+        A mask broadcasting against ``x``; True keeps an entry. The sum runs over the kept
+        entries only, :math:`y_i = e^{x_i} / \sum_{j\ \mathrm{kept}} e^{x_j}`. Masked entries
+        get probability 0 and their values are not read; a row with nothing kept is all
+        zeros (no NaN, no warning). See the module docstring.
 
     Returns
     -------
@@ -70,13 +99,20 @@ def softmax(x, axis: int = -1) -> np.ndarray:
         Probabilities: non-negative, summing to 1 along ``axis``. A ``-inf`` logit gets
         probability exactly 0 (masking). A row containing ``+inf`` or NaN, or of only ``-inf``,
         has no defined softmax and is NaN in every entry (see the module docstring).
+
+    Raises
+    ------
+    TypeError
+        If ``where`` is not boolean.
+    ValueError
+        If ``where`` does not broadcast to the shape of ``x``, or ``axis`` is out of range.
     """
-    _, e, total = _exp_sum(x, axis)
+    _, e, total, back = _masked_exp_sum(x, axis, where)
     with np.errstate(invalid="ignore"):
-        return e / total
+        return returned(e / total, back)
 
 
-def log_softmax(x, axis: int = -1) -> np.ndarray:
+def log_softmax(x, axis: int = -1, where=None) -> np.ndarray:
     r"""Log of the softmax along ``axis``: :math:`x_i - \log\sum_j e^{x_j}` (log-sum-exp).
 
     Parameters
@@ -85,6 +121,9 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
         Logits; dtype rules as in :func:`softmax`.
     axis : int, default -1
         The axis that is normalised.
+    where : array_like of bool, optional
+        A mask as in :func:`softmax`: masked entries get ``-inf``, the log of their probability
+        0, and a row with nothing kept is ``-inf`` everywhere (no warning).
 
     Returns
     -------
@@ -92,7 +131,14 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
         ``log(softmax(x))`` computed without forming the probabilities, so it stays finite
         where ``softmax`` underflows to 0. ``-inf`` logits give ``-inf``; a row containing
         ``+inf`` or NaN, or of only ``-inf``, is NaN in every entry.
+
+    Raises
+    ------
+    TypeError
+        If ``where`` is not boolean.
+    ValueError
+        If ``where`` does not broadcast to the shape of ``x``, or ``axis`` is out of range.
     """
-    shifted, _, total = _exp_sum(x, axis)
+    shifted, _, total, back = _masked_exp_sum(x, axis, where)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return shifted - np.log(total)
+        return returned(shifted - np.log(total), back)

@@ -42,8 +42,9 @@ def numerical_gradient(
     Parameters
     ----------
     f : callable
-        ``f(x) -> scalar``. For ``method="complex"`` it must accept complex input and be
-        analytic (no ``abs``, no comparisons on the perturbed values).
+        ``f(x) -> scalar`` (a one-element result is accepted; anything larger is an error,
+        see :func:`numerical_jacobian`). For ``method="complex"`` it must accept complex input
+        and be analytic (no ``abs``, no comparisons on the perturbed values).
     x : array_like, shape (...)
         The point; float32 input is perturbed and evaluated in float32 (complex64).
     eps : float, optional
@@ -59,7 +60,12 @@ def numerical_gradient(
     x, h = _point_and_step(x, eps, method)
     grad = np.empty(x.shape, dtype=x.dtype)
     for k, derivative in _partials(f, x, h, method):
-        grad[k] = derivative
+        if np.size(derivative) != 1:
+            raise ValueError(
+                f"numerical_gradient needs a scalar function: f(x) returned shape "
+                f"{np.shape(derivative)}; use numerical_jacobian for a vector function"
+            )
+        grad[k] = np.reshape(derivative, ())
     return grad
 
 
@@ -108,8 +114,8 @@ def _point_and_step(x, eps, method: str) -> tuple[np.ndarray, float]:
     if x.dtype.kind not in "f":
         x = x.astype(np.float64)
     h = default_step(method, x.dtype) if eps is None else float(eps)
-    if not h > 0:
-        raise ValueError(f"eps must be a positive step, got {eps}")
+    if not (h > 0 and np.isfinite(h)):  # rejects NaN, inf, 0 and negative steps
+        raise ValueError(f"eps must be a positive finite step, got {eps}")
     return x, h
 
 
@@ -148,18 +154,28 @@ def _partials(f, x: np.ndarray, h: float, method: str):
 def relative_error(a, b, floor: float = 0.0) -> np.ndarray:
     r"""Elementwise symmetric relative error :math:`|a - b| / \max(|a|, |b|, \text{floor})`.
 
-    Symmetric in ``a`` and ``b``; 0 where ``a == b`` (so two exact zeros give 0, not NaN). A
-    positive ``floor`` turns the error into an absolute one for entries smaller than it.
+    Symmetric in ``a`` and ``b``; 0 where ``a == b`` (so two exact zeros, or two equal
+    infinities, give 0, not NaN); an infinity against anything else gives the limit of the
+    formula (1 against a finite value, 2 against the opposite infinity); NaN where either is
+    NaN. Complex values are compared as complex numbers (:math:`|a - b|` is the modulus), so
+    an imaginary part counts. A positive ``floor`` turns the error into an absolute one for
+    entries smaller than it.
     """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a)
+    b = np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
-    diff = np.abs(a - b)
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    dt = np.result_type(a, b, np.float64)  # complex stays complex
+    a, b = a.astype(dt), b.astype(dt)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        diff = np.abs(a - b)
+        scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
         err = diff / scale
-    return np.where(diff == 0, 0.0, err)
+        # inf against finite: (inf - b)/inf is NaN, its limit 1; inf against -inf: 2.
+        inf_a, inf_b = np.isinf(a), np.isinf(b)
+        err = np.where(inf_a ^ inf_b, 1.0, err)
+        err = np.where(inf_a & inf_b & (a != b), 2.0, err)
+    return np.where(a == b, 0.0, err)
 
 
 @dataclass(frozen=True)
@@ -197,16 +213,26 @@ class GradientCheck:
         )
 
 
+# Default tolerances and floors of check_gradient. float64: relative 1e-6, absolute below 1e-12.
+# float32 (and narrower) x is perturbed and evaluated in float32: a central difference with
+# h = eps^(1/3) then carries about eps^(2/3) ~ 2.4e-5 times |f| / |g|, and f sums many rounded
+# terms, so correct gradients of softmax losses measure up to ~1e-2 relative (forward: ~0.3,
+# complex step: ~1e-5) once entries below 1 % of the largest |g| compare absolutely.
+_TOL64 = {"central": 1e-6, "forward": 1e-6, "complex": 1e-6}
+_TOL32 = {"central": 3e-2, "forward": 5e-1, "complex": 1e-4}
+_FLOOR32 = {"central": 1e-2, "forward": 1e-2, "complex": 1e-6}  # times max |analytic|
+
+
 def check_gradient(
     f: Callable[[np.ndarray], float],
     grad,
     x,
     eps: float | None = None,
     method: str = "central",
-    tol: float = 1e-6,
-    floor: float = 1e-12,
+    tol: float | None = None,
+    floor: float | None = None,
 ) -> GradientCheck:
-    """Compare an analytic gradient with :func:`numerical_gradient` of ``f`` at ``x``.
+    r"""Compare an analytic gradient with :func:`numerical_gradient` of ``f`` at ``x``.
 
     Parameters
     ----------
@@ -218,12 +244,18 @@ def check_gradient(
         The point.
     eps, method
         Passed to :func:`numerical_gradient`.
-    tol : float
-        Largest relative error that passes.
-    floor : float
+    tol : float, optional
+        Largest relative error that passes. Default from the dtype of ``x``: :math:`10^{-6}`
+        for float64; for float32 (evaluated in float32, so the numerical gradient itself is
+        far less accurate) 3e-2 central, 0.5 forward (barely a check: prefer the others),
+        1e-4 complex step.
+    floor : float, optional
         Passed to :func:`relative_error`, so gradients that are zero up to rounding compare
-        absolutely.
+        absolutely. Default :math:`10^{-12}` for float64; for float32 a fraction of the
+        largest analytic entry, :math:`10^{-2}\max|g|` (central, forward) or
+        :math:`10^{-6}\max|g|` (complex step).
     """
+    _check_method(method)
     x = np.asarray(x)
     analytic = np.asarray(grad(x.copy()) if callable(grad) else grad)
     if analytic.shape != x.shape:
@@ -231,6 +263,12 @@ def check_gradient(
             f"the analytic gradient must have the shape of x {x.shape}, got {analytic.shape}"
         )
     numerical = numerical_gradient(f, x, eps=eps, method=method)
+    narrow = numerical.dtype.kind == "f" and numerical.dtype.itemsize <= 4
+    if tol is None:
+        tol = (_TOL32 if narrow else _TOL64)[method]
+    if floor is None:
+        scale = float(np.max(np.abs(analytic), initial=0.0))
+        floor = _FLOOR32[method] * scale if narrow else 1e-12
     errors = relative_error(analytic, numerical, floor=floor)
     if errors.size == 0:
         raise ValueError("x is empty: there is no gradient to check")

@@ -10,11 +10,23 @@ from .vjp import log_softmax_vjp, softmax_vjp
 
 
 class _Layer:
-    """Common state: the softmax axis and the output cached by the last ``forward``."""
+    """Common state: the softmax axis and the output cached by the last ``forward``.
+
+    ``forward`` returns that cached array marked read-only: ``backward`` needs it unchanged,
+    and an in-place change (``y *= 2``) raises NumPy's "assignment destination is read-only"
+    instead of silently changing the gradient. Copy it (``y.copy()``) to modify it; this
+    costs nothing unless you do, unlike returning a copy on every call.
+    """
 
     def __init__(self, axis: int = -1):
         self.axis = axis
         self._out: np.ndarray | None = None
+
+    def _keep(self, out: np.ndarray) -> np.ndarray:
+        # ``out`` is new (or a view of a new array only this layer holds): read-only suffices.
+        out.flags.writeable = False
+        self._out = out
+        return out
 
     def _cached(self) -> np.ndarray:
         if self._out is None:
@@ -28,7 +40,8 @@ class _Layer:
 class Softmax(_Layer):
     r"""Softmax layer, :math:`y = \mathrm{softmax}(x)`, with the loss-independent backward.
 
-    ``backward(dy)`` returns :math:`dx = y \odot (dy - \langle y, dy\rangle)`.
+    ``backward(dy)`` returns :math:`dx = y \odot (dy - \langle y, dy\rangle)`, with the NumPy
+    backend by :func:`softmax_grad.softmax_vjp`, whose form stays accurate at a dominant entry.
 
     Parameters
     ----------
@@ -68,15 +81,13 @@ class Softmax(_Layer):
             self._native = native
 
     def forward(self, x) -> np.ndarray:
-        """Return ``softmax(x)`` (shape of ``x``) and keep it for ``backward``."""
+        """Return ``softmax(x)`` (shape of ``x``, read-only) and keep it for ``backward``."""
         if self.backend == "numpy":
-            self._out = softmax(x, axis=self.axis)
-        else:
-            x = as_float_array(x, "x")
-            ax = normalize_axis(self.axis, x.ndim)
-            y = self._native.softmax(np.moveaxis(x, ax, -1), isa=self.isa)
-            self._out = np.moveaxis(y, -1, ax)
-        return self._out
+            return self._keep(softmax(x, axis=self.axis))
+        x = as_float_array(x, "x")
+        ax = normalize_axis(self.axis, x.ndim)
+        y = self._native.softmax(np.moveaxis(x, ax, -1), isa=self.isa)
+        return self._keep(np.moveaxis(y, -1, ax))
 
     def backward(self, dy) -> np.ndarray:
         """Return ``dL/dx`` (shape of ``dy``) from ``dy = dL/dy``, whatever the loss ``L``."""
@@ -102,9 +113,8 @@ class LogSoftmax(_Layer):
     """
 
     def forward(self, x) -> np.ndarray:
-        """Return ``log_softmax(x)`` (shape of ``x``) and keep it for ``backward``."""
-        self._out = log_softmax(x, axis=self.axis)
-        return self._out
+        """Return ``log_softmax(x)`` (shape of ``x``, read-only) and keep it for ``backward``."""
+        return self._keep(log_softmax(x, axis=self.axis))
 
     def backward(self, dy) -> np.ndarray:
         """Return ``dL/dx`` (shape of ``dy``) from ``dy = dL/d(log p)``."""
