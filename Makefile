@@ -33,13 +33,22 @@ $(BIN)/python:
 # PyTorch (the tests' and chapter 10's oracle) is installed first, on its own, as the CPU build:
 # on Linux PyPI's default torch wheel is the CUDA build (several GB), so pip also asks PyTorch's CPU
 # index for torch and its dependencies only (constraints.txt pins them). TORCH_INDEX= (empty) skips
-# that index: pip's configured indexes or a local wheel cache then decide.
+# that index: pip's configured indexes or a local wheel cache then decide. So does a machine whose
+# name lookup cannot find the index's host (an offline mirror): pip would otherwise retry it, with
+# back-off, for every package.
 TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),https://download.pytorch.org/whl/cpu)
+HOST_RESOLVES := import socket, sys, urllib.parse; \
+  socket.getaddrinfo(urllib.parse.urlsplit(sys.argv[1]).hostname, 443)
 
 $(STAMP): $(BIN)/python $(INSTALL_INPUTS)
-	@echo "==> installing torch (CPU build$(if $(TORCH_INDEX), from $(TORCH_INDEX) or a local cache))"
-	$(BIN)/python -m pip install --quiet -c constraints.txt \
-	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
+	@index="$(TORCH_INDEX)"; \
+	if [ -n "$$index" ] && ! $(BIN)/python -c "$(HOST_RESOLVES)" "$$index" 2>/dev/null; then \
+	  echo "==> $$index cannot be resolved here: torch comes from pip's configured indexes"; \
+	  index=; \
+	fi; \
+	echo "==> installing torch (CPU build$${index:+, from $$index or a local cache})"; \
+	set -x; $(BIN)/python -m pip install --quiet -c constraints.txt \
+	  $${index:+--extra-index-url $$index} torch
 	@echo "==> installing softmax_grad[book,test] (editable, compiles the C extension)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[book,test]'
 	@touch $@
