@@ -259,12 +259,13 @@ def test_half_cross_entropy_matches_torch(dtype, tdtype, shape, reduction, weigh
     """PyTorch computes log_softmax in float32 but stores the log-probabilities in the half
     dtype; nll_loss and its backward then round, in the half dtype, the mean's total weight,
     grad / total weight, its product with w_k, and dx. Its gradient for the logits,
-    g (delta_jk - exp(logp_j)) with g = s_r w_k, therefore carries 4 roundings u_h |dx_j| and
-    the exp of a log-probability off by u_h |logp_j|, about |g| p_j u_h |logp_j|; ours is one
-    rounding. Both carry the float32 arithmetic's e32 = k u32 |dx|. The loss: the rounded
-    log-probabilities (terms of one sign, so u_h |L|), the total weight and the quotient for
-    PyTorch, one rounding for ours. Label smoothing is left out: PyTorch computes its term with
-    half-precision tensor arithmetic (tests/test_losses_half.py checks ours against float64)."""
+    g (delta_jk - exp(logp_j)) with g = s_r w_k, therefore carries up to 4 roundings
+    u_h |dx_j| and the exp of a log-probability off by u_h |logp_j|, about |g| p_j u_h |logp_j|;
+    ours is one rounding, so 5 u_h |dx_j| in all. Both carry the float32 arithmetic's
+    e32 = k u32 |dx|. The loss: the rounded log-probabilities (terms of one sign, so u_h |L|),
+    the total weight and the quotient for PyTorch, one rounding for ours, 4 u_h |L| in all.
+    Label smoothing is left out: PyTorch computes its term with half-precision tensor
+    arithmetic (tests/test_losses_half.py checks ours against float64)."""
     r = _half_case(dtype, tdtype, shape, reduction, weighted, ignore)
     u = float(ml_dtypes.finfo(dtype).eps) / 2
     eta = float(ml_dtypes.finfo(dtype).smallest_subnormal)
@@ -284,9 +285,10 @@ def test_half_cross_entropy_matches_torch(dtype, tdtype, shape, reduction, weigh
 
 @pytest.mark.parametrize(("dtype", "tdtype"), HALF, ids=["bfloat16", "float16"])
 def test_torch_half_gradient_needs_the_log_probability_term(dtype, tdtype):
-    # The tolerance above is not padding: PyTorch's gradient at 1000 classes is off float64 by
-    # more than its roundings of dx alone allow (the exp of its rounded log-probabilities),
-    # while ours stays within one rounding.
+    # The log-probability term above is not padding. Unweighted, with a mean over 64 rows (1/64
+    # is exact), PyTorch's only rounding besides its log-probabilities is that of dx: without
+    # them it would be within one rounding of float64, as ours is. At 1000 classes it is off by
+    # more than two.
     r = _half_case(dtype, tdtype, (64, 1000), "mean", False, None)
     u = float(ml_dtypes.finfo(dtype).eps) / 2
     eta = float(ml_dtypes.finfo(dtype).smallest_subnormal)

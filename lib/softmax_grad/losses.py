@@ -21,11 +21,11 @@ Half precision: when a loss's floating arrays of the scores' shape (the probabil
 and a probability target, ``target_probs`` or the teacher's logits; class weights do not count)
 all have one half dtype, float16 or bfloat16 (``ml_dtypes``), the loss is computed in float32
 and both the loss value and the gradient are rounded once to that dtype, as
-``torch.nn.functional.cross_entropy`` returns a bfloat16 loss for bfloat16 logits. float32
-sums make the loss exact where float16 sums would overflow (70000 classes), but the value
-itself must fit the dtype: a ``reduction="sum"`` beyond 65504 is ``inf`` in float16. ``out=``
-must then have the half dtype; the float32 gradient is rounded into it. With mixed dtypes the
-half arrays are read as float32 and the float32 rules apply (as in
+``torch.nn.functional.cross_entropy`` returns a bfloat16 loss for bfloat16 logits. The float32
+sums stay finite and accurate where float16 sums would overflow (a row of 70000 classes), but
+the value itself must fit the dtype: a ``reduction="sum"`` beyond 65504 is ``inf`` in float16.
+``out=`` must then have the half dtype; the float32 gradient is rounded into it. With mixed
+dtypes the half arrays are read as float32 and the float32 rules apply (as in
 :func:`softmax_grad.softmax_vjp`). Labels stay integers; class weights (``weight``, ``alpha``)
 may have any floating dtype, half included, and are converted to the working precision.
 """
