@@ -430,3 +430,12 @@ def test_bad_input_of_the_other_losses():
         softmax_cross_entropy(p, lab, out=np.empty((2, 3), np.float32))
     with pytest.raises(ValueError, match="out must not overlap an input"):
         z_loss(p, out=p)
+
+
+@pytest.mark.parametrize("func", [cross_entropy, softmax_cross_entropy])
+def test_out_must_not_overlap_a_probability_target(func):
+    # softmax_cross_entropy computes exp into out before it reads the target: an out that is
+    # the target would silently give a wrong gradient.
+    t = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match="out must not overlap an input"):
+        func(softmax(_X[:2, :3]), t, out=t)

@@ -9,6 +9,7 @@ written-out definition. With ``reduction="none"`` a per-row upstream gradient g 
 
 import itertools
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -195,3 +196,103 @@ def test_cross_entropy_plus_z_loss_matches_torch():
     zl, dx_z = sg.z_loss(x)
     _close(ce + coef * zl, loss_t, np.float64, "CE + z-loss")
     _close(sg.softmax_vjp(y, dy) + coef * dx_z, dx_t, np.float64, "CE + z-loss dx")
+
+
+# --- half precision: F.cross_entropy on bfloat16 and float16 logits ----------------------------
+
+HALF = [(ml_dtypes.bfloat16, torch.bfloat16), (np.float16, torch.float16)]
+HALF_CASES = [
+    (shape, reduction, weighted, ignore)
+    for shape, reduction, (weighted, ignore) in itertools.product(
+        [(7, 5), (64, 1000)], ["mean", "sum", "none"], [(False, None), (True, 2)]
+    )
+]
+
+
+def _half_case(dtype, tdtype, shape, reduction, weighted, ignore):
+    """Ours and PyTorch's half-precision loss and logits gradient (times the upstream g for
+    "none"), with the float64 reference of the same inputs and its log-probabilities."""
+    b, n = shape
+    rng = np.random.default_rng(n)
+    x = (2 * rng.normal(size=(b, n))).astype(dtype)
+    labels = rng.integers(0, n, size=b)
+    labels[3] = labels[5] = 2
+    w = rng.uniform(0.2, 2.0, size=n).astype(dtype) if weighted else None
+    g = rng.normal(size=b).astype(dtype)
+    x64, w64, g64 = (
+        x.astype(np.float64),
+        None if w is None else w.astype(np.float64),
+        g.astype(float),
+    )
+    opts = dict(ignore_index=ignore, reduction=reduction)
+    up = g64[:, None] if reduction == "none" else 1
+    loss, dx = sg.softmax_cross_entropy(x, labels, weight=w, **opts)
+    ref_loss, ref_dx = sg.softmax_cross_entropy(x64, labels, weight=w64, **opts)
+    xt = torch.tensor(x64, dtype=tdtype, requires_grad=True)
+    loss_t = F.cross_entropy(
+        xt,
+        torch.tensor(labels),
+        weight=None if w is None else torch.tensor(w64, dtype=tdtype),
+        ignore_index=-100 if ignore is None else ignore,
+        reduction=reduction,
+    )
+    loss_t.backward(torch.tensor(g64, dtype=tdtype) if reduction == "none" else None)
+    assert loss_t.dtype == xt.grad.dtype == tdtype  # PyTorch returns the input's dtype too
+    assert np.asarray(loss).dtype == dx.dtype == dtype
+    return dict(
+        loss=np.asarray(loss, np.float64),
+        dx=up * dx.astype(np.float64),
+        loss_t=loss_t.detach().double().numpy(),
+        dx_t=xt.grad.double().numpy(),
+        ref_loss=ref_loss,
+        ref_dx=up * ref_dx,
+        logp=sg.log_softmax(x64),
+        labels=labels,
+        up=np.abs(up),
+        k=2 * n + b + 4 * float(np.ptp(x64)) + 32,  # float32 roundings, as in test_losses_half
+    )
+
+
+@pytest.mark.parametrize(("dtype", "tdtype"), HALF, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize(("shape", "reduction", "weighted", "ignore"), HALF_CASES, ids=str)
+def test_half_cross_entropy_matches_torch(dtype, tdtype, shape, reduction, weighted, ignore):
+    """PyTorch computes log_softmax in float32 but stores the log-probabilities in the half
+    dtype; nll_loss and its backward then round, in the half dtype, the mean's total weight,
+    grad / total weight, its product with w_k, and dx. Its gradient for the logits,
+    g (delta_jk - exp(logp_j)) with g = s_r w_k, therefore carries up to 4 roundings
+    u_h |dx_j| and the exp of a log-probability off by u_h |logp_j|, about |g| p_j u_h |logp_j|;
+    ours is one rounding, so 5 u_h |dx_j| in all. Both carry the float32 arithmetic's
+    e32 = k u32 |dx|. The loss: the rounded log-probabilities (terms of one sign, so u_h |L|),
+    the total weight and the quotient for PyTorch, one rounding for ours, 4 u_h |L| in all.
+    Label smoothing is left out: PyTorch computes its term with half-precision tensor
+    arithmetic (tests/test_losses_half.py checks ours against float64)."""
+    r = _half_case(dtype, tdtype, shape, reduction, weighted, ignore)
+    u = float(ml_dtypes.finfo(dtype).eps) / 2
+    eta = float(ml_dtypes.finfo(dtype).smallest_subnormal)
+    e32 = r["k"] * 2.0**-24
+    rows = np.arange(len(r["labels"]))
+    p = np.exp(r["logp"])
+    ref_k = r["ref_dx"][rows, r["labels"]]
+    g = np.abs(ref_k / (p[rows, r["labels"]] - 1))[:, None]  # |g| = |dx_k| / (1 - p_k)
+    allowed = u * (5 * np.abs(r["ref_dx"]) + 1.01 * g * p * np.abs(r["logp"]))
+    allowed += 2 * e32 * np.abs(r["ref_dx"]) + (1 + r["up"]) * eta  # ours scaled by |g_r|
+    diff = np.abs(r["dx"] - r["dx_t"])
+    assert np.all(diff <= allowed), f"dx: max |ours - torch| / allowed {np.max(diff / allowed):.3g}"
+    allowed_loss = (4 * u + 2 * e32) * np.abs(r["ref_loss"]) + 2 * eta
+    diff_loss = np.abs(r["loss"] - r["loss_t"])
+    assert np.all(diff_loss <= allowed_loss), np.max(diff_loss / allowed_loss)
+
+
+@pytest.mark.parametrize(("dtype", "tdtype"), HALF, ids=["bfloat16", "float16"])
+def test_torch_half_gradient_needs_the_log_probability_term(dtype, tdtype):
+    # The log-probability term above is not padding. Unweighted, with a mean over 64 rows (1/64
+    # is exact), PyTorch's only rounding besides its log-probabilities is that of dx: without
+    # them it would be within one rounding of float64, as ours is. At 1000 classes it is off by
+    # more than two.
+    r = _half_case(dtype, tdtype, (64, 1000), "mean", False, None)
+    u = float(ml_dtypes.finfo(dtype).eps) / 2
+    eta = float(ml_dtypes.finfo(dtype).smallest_subnormal)
+    e32 = r["k"] * 2.0**-24
+    rounding = (u + e32) * np.abs(r["ref_dx"]) + eta / 2
+    assert np.max(np.abs(r["dx"] - r["ref_dx"]) / rounding) <= 1
+    assert np.max(np.abs(r["dx_t"] - r["ref_dx"]) / (2 * rounding)) > 1

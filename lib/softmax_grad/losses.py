@@ -14,8 +14,20 @@ sum by the number of rows, or for class-weighted cross-entropy with integer labe
 of the weights of the rows' true classes (ignored rows excluded), as
 ``torch.nn.functional.cross_entropy`` does.
 
-Every function takes ``out=``, an array of the gradient's shape and dtype that receives the
-gradient, so repeated calls need not allocate it.
+Every function but :func:`mse` takes ``out=``, an array of the gradient's shape and dtype that
+receives the gradient, so repeated calls need not allocate it.
+
+Half precision: when a loss's floating arrays of the scores' shape (the probabilities or logits,
+and a probability target, ``target_probs`` or the teacher's logits; class weights do not count)
+all have one half dtype, float16 or bfloat16 (``ml_dtypes``), the loss is computed in float32
+and both the loss value and the gradient are rounded once to that dtype, as
+``torch.nn.functional.cross_entropy`` returns a bfloat16 loss for bfloat16 logits. The float32
+sums stay finite and accurate where float16 sums would overflow (a row of 70000 classes), but
+the value itself must fit the dtype: a ``reduction="sum"`` beyond 65504 is ``inf`` in float16.
+``out=`` must then have the half dtype; the float32 gradient is rounded into it. With mixed
+dtypes the half arrays are read as float32 and the float32 rules apply (as in
+:func:`softmax_grad.softmax_vjp`). Labels stay integers; class weights (``weight``, ``alpha``)
+may have any floating dtype, half included, and are converted to the working precision.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import as_float_array, same_shape
+from ._validation import HALF_DTYPES, as_working, returned, same_shape
 from .forward import _exp_sum, _shifted, log_softmax
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -38,15 +50,14 @@ def mse(y, target) -> tuple[np.floating, np.ndarray]:
     loss : NumPy scalar
         Complex for complex input, so the loss works with complex-step differentiation.
     dloss_dy : ndarray, shape of ``y``
-        :math:`2(y - t)/N`.
+        :math:`2(y - t)/N`. Half precision as in the module docstring.
     """
-    y = as_float_array(y, "y")
-    target = as_float_array(target, "target")
+    (y, target), back = as_working([y, target], ["y", "target"])
     same_shape(y, target, "y", "target")
     if y.size == 0:
         raise ValueError("mse needs at least one element, got an empty array")
     diff = y - target
-    return np.mean(diff**2), 2 * diff / y.size
+    return returned(np.mean(diff**2), back), returned(2 * diff / y.size, back)
 
 
 # --- argument checks ----------------------------------------------------------------------------
@@ -59,7 +70,10 @@ def _check_reduction(reduction) -> str:
 
 
 def _real_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    half = isinstance(value, np.generic) and value.dtype in HALF_DTYPES  # bfloat16 scalars too
+    if not half and (
+        isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+    ):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)
 
@@ -72,10 +86,11 @@ def _check_smoothing(label_smoothing) -> float:
 
 
 def _class_weight(weight, n: int, dtype, name: str = "weight") -> np.ndarray | None:
-    """``None``, or a non-negative real array of shape (n,) in ``dtype``."""
+    """``None``, or a non-negative real array of shape (n,) in ``dtype`` (any floating input,
+    half precision included)."""
     if weight is None:
         return None
-    w = as_float_array(weight, name)
+    (w,), _ = as_working([weight], [name])
     if w.dtype.kind == "c":
         raise TypeError(f"{name} must be real, got dtype {w.dtype}")
     if w.shape != (n,):
@@ -87,21 +102,46 @@ def _class_weight(weight, n: int, dtype, name: str = "weight") -> np.ndarray | N
     return w.astype(dtype, copy=False)
 
 
-def _check_out(out, like: np.ndarray, inputs: tuple) -> np.ndarray:
-    if out is None:
-        return np.empty(like.shape, like.dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
-    if out.shape != like.shape or out.dtype != like.dtype:
-        raise ValueError(
-            f"out must have shape {like.shape} and dtype {like.dtype} like the gradient, "
-            f"got shape {out.shape} and dtype {out.dtype}"
-        )
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable, got a read-only array")
-    if any(np.may_share_memory(out, a) for a in inputs):
-        raise ValueError("out must not overlap an input; pass a separate array")
-    return out
+class _Gradient(NamedTuple):
+    """Where the gradient is computed (``work``, in the working dtype) and, for half-precision
+    inputs, the dtype it is rounded to and the caller's ``out`` that receives it (or None)."""
+
+    work: np.ndarray
+    back: np.dtype | None
+    out: np.ndarray | None
+
+
+def _check_out(out, like: np.ndarray, back, inputs: tuple) -> _Gradient:
+    """Check ``out`` against the gradient's shape (``like``'s) and dtype (``back`` for half
+    inputs, else ``like``'s); ``inputs`` are the arrays as given, which ``out`` must not overlap.
+    """
+    dtype = like.dtype if back is None else back
+    if out is not None:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+        if out.shape != like.shape or out.dtype != dtype:
+            why = "" if back is None else f" ({back} inputs give a {back} gradient)"
+            raise ValueError(
+                f"out must have shape {like.shape} and dtype {dtype} like the gradient{why}, "
+                f"got shape {out.shape} and dtype {out.dtype}"
+            )
+        if not out.flags.writeable:
+            raise ValueError("out must be writeable, got a read-only array")
+        if any(np.may_share_memory(out, a) for a in inputs):
+            raise ValueError("out must not overlap an input; pass a separate array")
+    if back is None:
+        return _Gradient(np.empty(like.shape, dtype) if out is None else out, None, None)
+    return _Gradient(np.empty(like.shape, like.dtype), back, out)
+
+
+def _done(loss, grad: _Gradient):
+    """``(loss, gradient)``, both rounded once to the half dtype of the inputs, if any."""
+    if grad.back is None:
+        return loss, grad.work
+    if grad.out is None:
+        return returned(loss, grad.back), returned(grad.work, grad.back)
+    grad.out[...] = grad.work  # the same rounding as astype: to nearest, ties to even
+    return returned(loss, grad.back), grad.out
 
 
 class _Target(NamedTuple):
@@ -143,13 +183,19 @@ def _labels(labels, scores: np.ndarray, name: str, ignore_index=None) -> np.ndar
     return lab
 
 
+def _is_soft(t: np.ndarray, scores: np.ndarray) -> bool:
+    """Whether ``t`` is a probability target: floating (half included), of the scores' shape."""
+    floating = t.dtype.kind == "f" or t.dtype in HALF_DTYPES
+    return floating and scores.ndim > 0 and t.shape == scores.shape
+
+
 def _target(target, scores: np.ndarray, name: str, ignore_index) -> _Target:
     if ignore_index is not None and (
         isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
     ):
         raise TypeError(f"ignore_index must be an int or None, got {type(ignore_index).__name__}")
     t = np.asarray(target)
-    if t.dtype.kind == "f" and scores.ndim > 0 and t.shape == scores.shape:
+    if _is_soft(t, scores):
         if ignore_index is not None:
             raise ValueError(
                 "ignore_index applies to integer labels, not to probability targets; "
@@ -217,13 +263,17 @@ def _hard_coefficients(lab, w, eps: float, n: int, dtype):
 
 
 def _ce_arguments(scores, name, labels, weight, ignore_index, label_smoothing, reduction, out):
-    """Checked arguments of both cross-entropies: (scores, target, weight, smoothing, out)."""
-    scores = as_float_array(scores, name)
+    """Checked arguments of both cross-entropies: (scores, target, weight, smoothing, gradient);
+    a probability target joins the scores in the half-precision rule."""
+    soft = _is_soft(np.asarray(labels), np.asarray(scores))
+    given = (scores, labels) if soft else (scores,)  # what out= must not overlap
+    arrays, back = as_working(list(given), [name, "labels"][: len(given)])
+    scores = arrays[0]
     _check_reduction(reduction)
     eps = _check_smoothing(label_smoothing)
-    tgt = _target(labels, scores, name, ignore_index)
+    tgt = _target(arrays[-1] if soft else labels, scores, name, ignore_index)
     w = _class_weight(weight, scores.shape[-1], scores.dtype)
-    return scores, tgt, w, eps, _check_out(out, scores, (scores,))
+    return scores, tgt, w, eps, _check_out(out, scores, back, given)
 
 
 def cross_entropy(
@@ -251,7 +301,9 @@ def cross_entropy(
     Parameters
     ----------
     probs : array_like, shape (..., n)
-        Probabilities :math:`y`, for example ``softmax(x)``.
+        Probabilities :math:`y`, for example ``softmax(x)``; float16 and bfloat16 are
+        computed in float32, the loss and the gradient rounded once to that dtype (see the
+        module docstring).
     labels : array_like of int, shape (...), or of float, shape (..., n)
         True classes :math:`k_r`, or probability targets :math:`t`.
     weight : array_like, shape (n,), optional
@@ -281,9 +333,10 @@ def cross_entropy(
         Labels out of range, not integers or of the wrong shape; a weight of the wrong length or
         negative; smoothing outside [0, 1]; an unknown reduction; an unusable ``out``.
     """
-    probs, tgt, w, eps, out = _ce_arguments(
+    probs, tgt, w, eps, grad = _ce_arguments(
         probs, "probs", labels, weight, ignore_index, label_smoothing, reduction, out
     )
+    out = grad.work
     n = probs.shape[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         if tgt.soft is not None:
@@ -294,7 +347,7 @@ def cross_entropy(
             np.divide(wt, probs, out=out)
             out *= -scale[..., None]
             np.copyto(out, 0, where=zero)
-            return _reduce(loss_rows, tgt.valid, reduction, denom), out
+            return _done(_reduce(loss_rows, tgt.valid, reduction, denom), grad)
         c, w_k, _ = _hard_coefficients(tgt.labels, w, eps, n, probs.dtype)
         scale, denom = _row_scale(tgt.valid, w_k, reduction, probs.dtype)
         idx = tgt.labels[..., None]
@@ -310,7 +363,7 @@ def cross_entropy(
             out.fill(0)
         grad_k = -scale * (c + eps / n * w_k) / p_k
     np.put_along_axis(out, idx, grad_k[..., None].astype(out.dtype, copy=False), axis=-1)
-    return _reduce(loss_rows, tgt.valid, reduction, denom), out
+    return _done(_reduce(loss_rows, tgt.valid, reduction, denom), grad)
 
 
 def softmax_cross_entropy(
@@ -341,7 +394,8 @@ def softmax_cross_entropy(
     Parameters
     ----------
     logits : array_like, shape (..., n)
-        Logits :math:`x`.
+        Logits :math:`x`; float16 and bfloat16 are computed in float32, the loss and the
+        gradient rounded once to that dtype (see the module docstring).
     labels, weight, ignore_index, label_smoothing, reduction
         As in :func:`cross_entropy`.
     out : ndarray, optional
@@ -354,9 +408,10 @@ def softmax_cross_entropy(
         Equal to ``softmax_vjp(y, cross_entropy(y, labels, ...)[1])`` with
         ``y = softmax(logits)``.
     """
-    logits, tgt, w, eps, out = _ce_arguments(
+    logits, tgt, w, eps, grad = _ce_arguments(
         logits, "logits", labels, weight, ignore_index, label_smoothing, reduction, out
     )
+    out = grad.work
     n = logits.shape[-1]
     shifted, _ = _shifted(logits, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -373,7 +428,7 @@ def softmax_cross_entropy(
             np.divide(e, total, out=out)
             out *= np.sum(wt, axis=-1, keepdims=True) * s
             out -= wt * s
-            return _reduce(loss_rows, tgt.valid, reduction, denom), out
+            return _done(_reduce(loss_rows, tgt.valid, reduction, denom), grad)
         c, w_k, total_w = _hard_coefficients(tgt.labels, w, eps, n, logits.dtype)
         scale, denom = _row_scale(tgt.valid, w_k, reduction, logits.dtype)
         idx = tgt.labels[..., None]
@@ -394,7 +449,7 @@ def softmax_cross_entropy(
             out -= (eps / n * scale)[..., None] * (1 if w is None else w)
         grad_k = scale * (c * a_k + eps / n * (total_w * p_k - w_k))
     np.put_along_axis(out, idx, grad_k[..., None].astype(out.dtype, copy=False), axis=-1)
-    return _reduce(loss_rows, tgt.valid, reduction, denom), out
+    return _done(_reduce(loss_rows, tgt.valid, reduction, denom), grad)
 
 
 # --- other losses -------------------------------------------------------------------------------
@@ -410,7 +465,8 @@ def focal_loss(probs, labels, gamma: float = 2.0, *, alpha=None, reduction: str 
     Parameters
     ----------
     probs : array_like, shape (..., n)
-        Probabilities :math:`y`.
+        Probabilities :math:`y`; float16 and bfloat16 are computed in float32, the loss and the
+        gradient rounded once to that dtype (see the module docstring).
     labels : array_like of int, shape (...)
         True classes.
     gamma : float >= 0, default 2
@@ -429,7 +485,8 @@ def focal_loss(probs, labels, gamma: float = 2.0, *, alpha=None, reduction: str 
         :math:`s_r\alpha_k\bigl(\beta (1-y_k)^{\beta-1}\log y_k - (1-y_k)^\beta / y_k\bigr)`
         (the first term taken as its limit 0 where :math:`y_k = 1`), 0 elsewhere.
     """
-    probs = as_float_array(probs, "probs")
+    given = (probs,)
+    (probs,), back = as_working([probs], ["probs"])
     reduction = _check_reduction(reduction)
     beta = _real_number(gamma, "gamma")
     if not 0 <= beta < np.inf:
@@ -441,7 +498,8 @@ def focal_loss(probs, labels, gamma: float = 2.0, *, alpha=None, reduction: str 
     if alpha is not None and np.ndim(alpha) == 0:
         alpha = np.full(n, _real_number(alpha, "alpha"))
     a = _class_weight(alpha, n, probs.dtype, "alpha")
-    out = _check_out(out, probs, (probs,))
+    grad = _check_out(out, probs, back, given)
+    out = grad.work
     scale, denom = _mean_rows(tgt, reduction, probs.dtype)
     idx = tgt.labels[..., None]
     p_k = np.take_along_axis(probs, idx, axis=-1)[..., 0]
@@ -454,7 +512,7 @@ def focal_loss(probs, labels, gamma: float = 2.0, *, alpha=None, reduction: str 
         grad_k = scale * a_k * (focus - q**beta / p_k)
     out.fill(0)
     np.put_along_axis(out, idx, grad_k[..., None].astype(out.dtype, copy=False), axis=-1)
-    return _reduce(loss_rows, tgt.valid, reduction, denom), out
+    return _done(_reduce(loss_rows, tgt.valid, reduction, denom), grad)
 
 
 def _check_rows(a: np.ndarray, name: str) -> None:
@@ -474,7 +532,8 @@ def kl_divergence(target_probs, probs, *, reduction: str = "mean", out=None):
     target_probs : array_like, shape (..., n)
         The target distribution :math:`t` (held fixed: no gradient is returned for it).
     probs : array_like, same shape
-        Probabilities :math:`y`.
+        Probabilities :math:`y`; float16 and bfloat16 are computed in float32, the loss and the
+        gradient rounded once to that dtype (see the module docstring).
     reduction : {"mean", "sum", "none"}
     out : ndarray, optional
         Receives ``dloss_dy``.
@@ -485,13 +544,14 @@ def kl_divergence(target_probs, probs, *, reduction: str = "mean", out=None):
     dloss_dy : ndarray, shape of ``probs``
         :math:`-s_r t_j / y_j` (0 where :math:`t_j = 0`).
     """
-    t = as_float_array(target_probs, "target_probs")
-    probs = as_float_array(probs, "probs")
+    given = (target_probs, probs)
+    (t, probs), back = as_working([target_probs, probs], ["target_probs", "probs"])
     same_shape(t, probs, "target_probs", "probs")
     _check_rows(probs, "probs")
     reduction = _check_reduction(reduction)
     tgt = _Target(None, np.ones(probs.shape[:-1], bool), t)
-    out = _check_out(out, probs, (probs, t))
+    grad = _check_out(out, probs, back, given)
+    out = grad.work
     scale, denom = _mean_rows(tgt, reduction, probs.dtype)
     zero = t == 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -499,7 +559,7 @@ def kl_divergence(target_probs, probs, *, reduction: str = "mean", out=None):
         np.divide(t, probs, out=out)
     out *= -scale[..., None]
     np.copyto(out, 0, where=zero)
-    return _reduce(loss_rows, tgt.valid, reduction, denom), out
+    return _done(_reduce(loss_rows, tgt.valid, reduction, denom), grad)
 
 
 def distillation_loss(
@@ -517,7 +577,8 @@ def distillation_loss(
     Parameters
     ----------
     student_logits, teacher_logits : array_like, same shape (..., n)
-        :math:`x` and :math:`v`.
+        :math:`x` and :math:`v`; float16 and bfloat16 are computed in float32, the loss and the
+        gradient rounded once to that dtype (see the module docstring).
     temperature : float > 0, default 1
         :math:`T`.
     reduction : {"mean", "sum", "none"}
@@ -530,15 +591,18 @@ def distillation_loss(
     loss : NumPy scalar, or ndarray of shape (...) for ``reduction="none"``
     dloss_dlogits : ndarray, shape of ``student_logits``
     """
-    x = as_float_array(student_logits, "student_logits")
-    v = as_float_array(teacher_logits, "teacher_logits")
+    given = (student_logits, teacher_logits)
+    (x, v), back = as_working(
+        [student_logits, teacher_logits], ["student_logits", "teacher_logits"]
+    )
     same_shape(x, v, "student_logits", "teacher_logits")
     _check_rows(x, "student_logits")
     reduction = _check_reduction(reduction)
     temp = _real_number(temperature, "temperature")
     if not 0 < temp < np.inf:
         raise ValueError(f"temperature must be a finite number > 0, got {temp}")
-    out = _check_out(out, x, (x, v))
+    grad = _check_out(out, x, back, given)
+    out = grad.work
     tgt = _Target(None, np.ones(x.shape[:-1], bool), None)
     scale, denom = _mean_rows(tgt, reduction, x.dtype)
     log_y, log_t = log_softmax(x / temp), log_softmax(v / temp)
@@ -548,7 +612,7 @@ def distillation_loss(
     np.exp(log_y, out=out)
     out -= t
     out *= (temp * scale)[..., None]
-    return _reduce(temp**2 * kl_rows, tgt.valid, reduction, denom), out
+    return _done(_reduce(temp**2 * kl_rows, tgt.valid, reduction, denom), grad)
 
 
 def z_loss(logits, *, reduction: str = "mean", out=None):
@@ -565,6 +629,8 @@ def z_loss(logits, *, reduction: str = "mean", out=None):
     Parameters
     ----------
     logits : array_like, shape (..., n)
+        Logits :math:`x`; float16 and bfloat16 are computed in float32, the loss and the
+        gradient rounded once to that dtype (see the module docstring).
     reduction : {"mean", "sum", "none"}
         ``"mean"`` averages over the rows.
     out : ndarray, optional
@@ -576,10 +642,12 @@ def z_loss(logits, *, reduction: str = "mean", out=None):
     dloss_dlogits : ndarray, shape of ``logits``
         :math:`2 s_r \operatorname{lse}(x_r)\, y_r`.
     """
-    x = as_float_array(logits, "logits")
+    given = (logits,)
+    (x,), back = as_working([logits], ["logits"])
     _check_rows(x, "logits")
     reduction = _check_reduction(reduction)
-    out = _check_out(out, x, (x,))
+    grad = _check_out(out, x, back, given)
+    out = grad.work
     tgt = _Target(None, np.ones(x.shape[:-1], bool), None)
     scale, denom = _mean_rows(tgt, reduction, x.dtype)
     shifted, e, total = _exp_sum(x, -1)
@@ -591,4 +659,4 @@ def z_loss(logits, *, reduction: str = "mean", out=None):
         lse = (m + np.log(total))[..., 0]
         np.divide(e, total, out=out)
     out *= (2 * scale * lse)[..., None]
-    return _reduce(lse**2, tgt.valid, reduction, denom), out
+    return _done(_reduce(lse**2, tgt.valid, reduction, denom), grad)
