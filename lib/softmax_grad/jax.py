@@ -8,8 +8,8 @@ r"""The library's softmax derivative registered as JAX differentiation rules (CP
 - :func:`native_softmax`, a ``jax.custom_vjp`` whose forward and backward run the compiled
   kernels :func:`softmax_grad.native.softmax` and :func:`softmax_grad.native.softmax_vjp`
   through ``jax.pure_callback``; reverse mode only (a custom VJP has no forward-mode rule), to
-  any order: the backward's own VJP is registered too (see :mod:`softmax_grad.torch` for the
-  formula).
+  any order: the backward's own VJP is registered too (the formula is in
+  :mod:`softmax_grad.torch`'s docstring).
 
 Both keep only :math:`y` from the forward pass (JAX's residuals). Importing this module needs
 JAX; float64 needs ``jax.config.update("jax_enable_x64", True)``, as everywhere in JAX.

@@ -13,14 +13,16 @@ the backward :math:`dx = y \odot (dy - \langle y, dy\rangle)`:
 
 Both save only the output :math:`y` for the backward pass, and both backward passes are
 differentiable again (double backward): the backward :math:`(y, dy) \mapsto dx` has its own VJP.
-For an upstream gradient :math:`g` of :math:`dx`,
+For the gradient :math:`\overline{dx}` of a later scalar with respect to :math:`dx`,
 
 .. math::
 
-    \bar y = g \odot (dy - \langle y, dy\rangle) - \langle g, y\rangle\, dy, \qquad
-    \bar{dy} = y \odot (g - \langle y, g\rangle),
+    \bar y = \overline{dx} \odot (dy - \langle y, dy\rangle)
+        - \langle \overline{dx}, y\rangle\, dy, \qquad
+    \overline{dy} = y \odot (\overline{dx} - \langle y, \overline{dx}\rangle),
 
-and :math:`\bar{dy}` is the softmax VJP again, applied to :math:`g` (the Jacobian is symmetric).
+and :math:`\overline{dy}` is the softmax VJP again, applied to :math:`\overline{dx}` (the
+Jacobian is symmetric).
 
 Importing this module needs PyTorch; it registers the two operators once.
 """
@@ -68,8 +70,9 @@ def _numpy(t) -> np.ndarray:
 
 
 def _grad_y_of_vjp(y, dy, g, dim: int):
-    r"""The part of the backward's VJP that goes to ``y``: :math:`g \odot (dy - \langle y,
-    dy\rangle) - \langle g, y\rangle\,dy`, in PyTorch operations (differentiable again)."""
+    r"""The part of the backward's VJP that goes to ``y``, for ``g`` :math:`= \overline{dx}`:
+    :math:`\bar y = g \odot (dy - \langle y, dy\rangle) - \langle g, y\rangle\,dy`, in
+    PyTorch operations (differentiable again)."""
     s = (y * dy).sum(dim, keepdim=True)
     gy = (g * y).sum(dim, keepdim=True)
     return g * (dy - s) - gy * dy
