@@ -22,7 +22,11 @@ For the gradient :math:`\overline{dx}` of a later scalar with respect to :math:`
     \overline{dy} = y \odot (\overline{dx} - \langle y, \overline{dx}\rangle),
 
 and :math:`\overline{dy}` is the softmax VJP again, applied to :math:`\overline{dx}` (the
-Jacobian is symmetric).
+Jacobian is symmetric). ``y`` is taken to be a probability row: :math:`\bar y` is the
+derivative of the formula above, exact in every direction that keeps :math:`\sum_j y_j = 1`
+(the only directions a softmax output moves in); a kernel that evaluates an equivalent form on
+probability rows may differ from it by a multiple of :math:`\mathbf 1`, which the chain to the
+logits removes (:math:`J \mathbf 1 = 0`).
 
 Importing this module needs PyTorch; it registers the two operators once.
 """
