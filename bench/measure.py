@@ -3,11 +3,13 @@ r"""Measuring: the string-statement timer, the series, their inputs, and the wor
 A *series* is one timed thing: an (op, implementation, ISA, threads, variant) on one (shape,
 dtype). A *worker* is a process that times the series of one *peer* at one thread count:
 ``ours-<t>`` (the NumPy formula, the native kernels, ``native.stream_add``, ``np.add`` and the
-cffi minimum) or ``torch-<t>`` (PyTorch with ``torch.set_num_threads(t)`` and its default
-OpenMP settings). So PyTorch's OpenMP workers, which keep spinning for a while after each call,
-never share a process with another peer's series, and each implementation runs the way its own
-users run it. :mod:`bench.run` starts the workers and interleaves them; a worker talks JSON
-lines on stdin/stdout (``python -m bench.measure <worker>``).
+cffi minimum), ``torch-<t>`` (PyTorch with ``torch.set_num_threads(t)`` and its default
+OpenMP settings) or ``jax`` (``jax.jit``-compiled functions of ``jax.nn.softmax`` with XLA's
+default threading: JAX has no thread-count setting, so its series record ``threads`` None). So
+PyTorch's OpenMP workers, which keep spinning for a while after each call, never share a process
+with another peer's series, and each implementation runs the way its own users run it.
+:mod:`bench.run` starts the workers and interleaves them; a worker talks JSON lines on
+stdin/stdout (``python -m bench.measure <worker>``).
 
 Within a worker, for each (shape, dtype), every series is checked against the NumPy formula and
 calibrated: a *sample* is one batch of ``calls`` back-to-back calls (about ``batch_ns``), timed
@@ -160,7 +162,7 @@ class Series:
     """One timed thing: an (op, implementation, ISA, threads, variant) on one (shape, dtype)."""
 
     op: str  # "vjp" | "softmax" | "floor"
-    impl: str  # "numpy" | "native" | "torch" | "floor" (stream_add) | "cffi-minimum"
+    impl: str  # "numpy" | "native" | "torch" | "jax" | "floor" (stream_add) | "cffi-minimum"
     isa: str | None
     threads: int | None  # None: the implementation's own default (native threads=None)
     variant: str  # "out": result written into a pre-allocated buffer; "alloc": a new array
@@ -186,18 +188,23 @@ class Series:
         return " ".join(filter(None, (self.op, where, name, f"t={t}"))) + alloc
 
 
-def worker_names(threads, have_torch: bool) -> list[str]:
-    """One worker per peer and thread count: ``ours-1``, ``ours-2``, ``torch-1``, ..."""
+def worker_names(threads, have_torch: bool, have_jax: bool = False) -> list[str]:
+    """One worker per peer and thread count: ``ours-1``, ``ours-2``, ``torch-1``, ..., and one
+    ``jax`` worker (XLA's own threading)."""
     names = [f"ours-{t}" for t in threads]
     if have_torch:
         names += [f"torch-{t}" for t in threads]
+    if have_jax:
+        names.append("jax")
     return names
 
 
-def parse_worker(name: str) -> tuple[str, int]:
-    family, t = name.rsplit("-", 1)
+def parse_worker(name: str) -> tuple[str, int | None]:
+    if name == "jax":
+        return "jax", None
+    family, _, t = name.rpartition("-")
     if family not in ("ours", "torch") or not t.isdigit() or int(t) < 1:
-        raise ValueError(f"worker {name!r} is not ours-<threads> or torch-<threads>")
+        raise ValueError(f"worker {name!r} is not ours-<threads>, torch-<threads> or jax")
     return family, int(t)
 
 
@@ -206,6 +213,8 @@ def plan_series(shape, isas, worker: str) -> list[Series]:
     family, t = parse_worker(worker)
     one_row = shape[0] == 1
     plan: list[Series] = []
+    if family == "jax":  # JAX returns new arrays: there is no out= to write into
+        return [Series(op, "jax", None, None, "alloc") for op in ("vjp", "softmax")]
     if family == "torch":
         for op in ("vjp", "softmax"):
             plan.append(Series(op, "torch", None, t, "out"))
@@ -294,7 +303,7 @@ def cffi_minimum(native, variant: str):
     return vjp_alloc if variant == "alloc" else vjp_out
 
 
-def bind(series: list[Series], arrays, native, torch) -> None:
+def bind(series: list[Series], arrays, native, torch, jax=None) -> None:
     """Give every series its statement and namespace (the same input buffers for all)."""
     import softmax_grad as sg
 
@@ -304,6 +313,14 @@ def bind(series: list[Series], arrays, native, torch) -> None:
     out = aligned_empty(x.shape, x.dtype)
     if torch is not None:
         tx, ty, tdy, tout = (torch.from_numpy(a) for a in (x, y, dy, out))
+    if jax is not None:
+        jx, jdy = jax.device_put(x), jax.device_put(dy)
+        # The VJP as JAX users get it: jax.vjp runs jax.nn.softmax's forward pass once and keeps
+        # its residuals; the timed call applies the backward closure (a pytree argument, so the
+        # residuals are inputs of the compiled program, not constants baked into it).
+        _, jvjp = jax.vjp(jax.nn.softmax, jx)
+        japply = jax.jit(lambda vjp, g: vjp(g)[0])
+        jsoftmax = jax.jit(jax.nn.softmax)
     for s in series:
         ns: dict[str, Any] = {"out": out, "isa": s.isa, "t": s.threads, "x": x, "y": y, "dy": dy}
         if s.impl == "numpy" and s.op == "floor":
@@ -322,6 +339,13 @@ def bind(series: list[Series], arrays, native, torch) -> None:
         elif s.impl == "cffi-minimum":
             ns["f"] = cffi_minimum(native, s.variant)
             stmt = "f(y, dy)" if s.variant == "alloc" else "f(y, dy, out=out)"  # as native
+        elif s.impl == "jax":  # compiled by check(), before any timing
+            if s.op == "vjp":
+                ns.update(f=japply, vjp=jvjp, dy=jdy)
+                stmt = "f(vjp, dy).block_until_ready()"
+            else:
+                ns.update(f=jsoftmax, x=jx)
+                stmt = "f(x).block_until_ready()"
         elif s.impl == "torch":
             ns.update(x=tx, y=ty, dy=tdy, out=tout, dt=ty.dtype)
             alloc = s.variant == "alloc"
@@ -410,8 +434,13 @@ class Worker:
         import softmax_grad  # the NumPy formula, the reference of every check
 
         self.sg = softmax_grad
-        self.native = self.torch = None
-        if self.family == "torch":
+        self.native = self.torch = self.jax = None
+        if self.family == "jax":
+            import jax  # XLA's default threading
+
+            jax.config.update("jax_enable_x64", True)  # float64 cases in float64
+            self.jax = jax
+        elif self.family == "torch":
             import torch  # default threading: no OMP_WAIT_POLICY, no KMP_* or GOMP_* settings
 
             torch.set_num_threads(self.threads)
@@ -431,9 +460,16 @@ class Worker:
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "numpy": np.__version__,
             "softmax_grad": getattr(self.sg, "__version__", None),
-            "env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "KMP_", "GOMP_"))},
+            "env": {
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith(("OMP_", "KMP_", "GOMP_", "XLA_"))
+            },
         }
-        if self.torch is not None:
+        if self.jax is not None:
+            j = self.jax
+            out.update(jax=j.__version__, jax_backend=j.default_backend())
+        elif self.torch is not None:
             t = self.torch
             out.update(
                 torch=t.__version__,
@@ -468,7 +504,7 @@ class Worker:
             series = [s for s in series if s.key in keep]
         self.shape, self.dtype, self.series = shape, dtype, series
         self.arrays = make_inputs(shape, dtype)
-        bind(series, self.arrays, self.native, self.torch)
+        bind(series, self.arrays, self.native, self.torch, self.jax)
         refs = {op: reference(op, self.arrays) for op in {s.op for s in series}}
         round_ns = 0.0
         for s in series:
@@ -533,7 +569,7 @@ def worker_main(argv=None) -> int:
     """``python -m bench.measure <worker>``: answer one JSON command per stdin line."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m bench.measure ours-<threads>|torch-<threads>", file=sys.stderr)
+        print("usage: python -m bench.measure ours-<threads>|torch-<threads>|jax", file=sys.stderr)
         return 2
     # The protocol owns fd 1; anything else printed goes to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)

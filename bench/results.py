@@ -319,11 +319,13 @@ def format_table(result) -> str:
     isas = result["versions"]["native_isas"]
     nat = best_isa(isas)
     have_torch = result["versions"]["torch"] is not None
+    have_jax = result["versions"].get("jax") is not None
     shapes = [tuple(s) for s in result["config"]["shapes"]]
     floors = result.get("floors") or floor_choices(
         cases, shapes, result["config"]["dtypes"], result["config"]["threads"]
     )
-    cols = ["numpy", *isas] + (["torch"] if have_torch else []) + ["floor"]
+    cols = ["numpy", *isas] + (["torch"] if have_torch else []) + (["jax"] if have_jax else [])
+    cols += ["floor"]
     lines = []
     for op in ("vjp", "softmax"):
         head = (
@@ -331,11 +333,13 @@ def format_table(result) -> str:
             + " ".join(f"{c:>8s}" for c in cols)
             + f" {'(floor is)':>20s} | {'GB/s':>6s} {'xfloor':>6s}"
             + (f" {'xtorch':>6s}" if have_torch else "")
+            + (f" {'xjax':>6s}" if have_jax else "")
             + f" {'xnumpy':>6s}"
         )
         lines.append(
-            f"{op}: median us per call (numpy: 1 thread, allocating; others write into out); "
-            f"floor = the fastest c = a + b with at most t threads; ratios for native = {nat}"
+            f"{op}: median us per call (numpy: 1 thread, allocating; others write into out"
+            + ("; jax: default threads, allocating, the same in every row" if have_jax else "")
+            + f"); floor = the fastest c = a + b with at most t threads; ratios for native = {nat}"
         )
         lines.append(head)
         lines.append("-" * len(head))
@@ -347,6 +351,9 @@ def format_table(result) -> str:
                     row += [ix.get(op, "native", s, d, t, isa) for isa in isas]
                     if have_torch:
                         row.append(ix.get(op, "torch", s, d, t))
+                    jax_ns = ix.get(op, "jax", s, d, None, None, "alloc")
+                    if have_jax:
+                        row.append(jax_ns)
                     row.append(f["median_ns"] if f else None)
                     c = ix.case(op, "native", s, d, t, nat)
                     gbps = c["gbps"] if c else None
@@ -360,6 +367,8 @@ def format_table(result) -> str:
                     )
                     if have_torch:
                         line += f" {_x(ratio(ix.get(op, 'torch', s, d, t), med)):>6s}"
+                    if have_jax:
+                        line += f" {_x(ratio(jax_ns, med)):>6s}"
                     line += f" {_x(ratio(row[0], med)):>6s}"
                     lines.append(line)
         lines.append("")

@@ -1,14 +1,14 @@
-r"""Benchmark the softmax VJP and forward softmax: NumPy formula, native kernels, PyTorch CPU.
+r"""Benchmark the softmax VJP and forward softmax: NumPy, native kernels, PyTorch and JAX (CPU).
 
 Run from the repository root::
 
     python -m bench.run                 # full run with the control, a few minutes on 2 cores
     python -m bench.run --quick         # a smoke run: few shapes, few rounds
-    python -m bench.run --out /tmp/r.json --shapes 1x10,64x1000 --no-torch
+    python -m bench.run --out /tmp/r.json --shapes 1x10,64x1000 --no-torch --no-jax
 
 Protocol (``bench/README.md`` has the details): one worker process per peer and thread count
-(``ours-1``, ``ours-2``, ``torch-1``, ``torch-2``; see :mod:`bench.measure`), each peer with its
-own default settings. For each (shape, dtype) every worker calibrates its series; then the
+(``ours-1``, ``ours-2``, ``torch-1``, ``torch-2``, ``jax``; see :mod:`bench.measure`), each peer
+with its own default settings. For each (shape, dtype) every worker calibrates its series; then the
 workers take turns, in the order A B ... B A, each running half of its rounds per turn, so a
 slow drift of the machine hits all of them alike while no two peers ever run at the same time.
 ``--control`` then measures a few series again, each alone in a fresh process, and records how
@@ -199,6 +199,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list: float32,float64")
     p.add_argument("--threads", default=",".join(map(str, THREADS)), help="comma list: 1,2")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-jax", action="store_true", help="leave JAX out")
     p.add_argument(
         "--control",
         action="store_true",
@@ -208,13 +209,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def have_torch(no_torch: bool, notes: list[str]) -> bool:
-    if no_torch:
-        notes.append("PyTorch left out (--no-torch).")
+def have_peer(module: str, name: str, left_out: bool, notes: list[str]) -> bool:
+    """Whether the peer ``module`` (``torch``, ``jax``) takes part: not left out, importable."""
+    if left_out:
+        notes.append(f"{name} left out (--no-{module}).")
         return False
-    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
     if probe.returncode != 0:
-        notes.append("PyTorch not importable: torch columns and targets are N/A.")
+        notes.append(f"{name} not importable: {module} columns and targets are N/A.")
         return False
     return True
 
@@ -228,6 +230,7 @@ def versions_of(hellos: dict[str, dict]) -> dict[str, Any]:
     out["torch"] = torch[0]["torch"] if torch else None
     if torch:
         out["torch_cpu_capability"] = torch[0]["torch_cpu_capability"]
+    out["jax"] = hellos["jax"]["jax"] if "jax" in hellos else None
     out["workers"] = {
         n: {k: h[k] for k in ("pid", "env", "torch_threads", "torch_parallel_info") if k in h}
         for n, h in hellos.items()
@@ -242,7 +245,8 @@ def main(argv=None) -> int:
     dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
     threads = tuple(int(t) for t in args.threads.split(",") if t.strip())
     notes: list[str] = []
-    torch_ok = have_torch(args.no_torch, notes)
+    torch_ok = have_peer("torch", "PyTorch", args.no_torch, notes)
+    jax_ok = have_peer("jax", "JAX", args.no_jax, notes)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     progress = Progress(not args.quiet)
@@ -251,7 +255,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     git = measure.git_info()
 
-    workers = [WorkerProcess(n) for n in measure.worker_names(threads, torch_ok)]
+    workers = [WorkerProcess(n) for n in measure.worker_names(threads, torch_ok, jax_ok)]
     cases: list[dict] = []
     try:
         hellos = {w.name: w.ask("hello") for w in workers}
@@ -290,7 +294,9 @@ def main(argv=None) -> int:
         "method": {
             "protocol": "one worker process per peer and thread count (ours-t: NumPy, native, "
             "native.stream_add, np.add, cffi minimum; torch-t: PyTorch with "
-            "torch.set_num_threads(t) and no OpenMP environment settings); per (shape, dtype) "
+            "torch.set_num_threads(t) and no OpenMP environment settings; jax: jax.jit of "
+            "jax.nn.softmax and of its VJP closure, compiled before timing, every call ending "
+            "in block_until_ready); per (shape, dtype) "
             "the workers take turns A B .. B A, each running half its rounds per turn; only one "
             "worker runs at a time",
             "statistic": "median over rounds of (batch time / calls); min also given",
@@ -308,7 +314,11 @@ def main(argv=None) -> int:
             "torch.add (1..t threads) and np.add (1 thread); recorded under 'floors'",
             "threads": "native: threads=t (a maximum; small calls use one); torch: "
             "torch.set_num_threads(t) in its own process; numpy: single thread (recorded as 1); "
+            "jax: XLA's default threading, which JAX cannot set (recorded as null); "
             "threads null = the implementation's default",
+            "jax": "vjp: jax.vjp(jax.nn.softmax, x) once, then the jit-compiled application of "
+            "its backward closure to dy (the residuals of JAX's own forward pass are inputs); "
+            "softmax: jax.jit(jax.nn.softmax); both return new arrays (variant alloc)",
             "control": "each control series measured again alone, in a fresh worker process, "
             "for as many rounds; agree = |alone/inside - 1| <= the larger relative IQR",
         },

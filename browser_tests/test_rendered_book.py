@@ -196,7 +196,7 @@ def test_mathjax_is_served_from_the_build(html_dir):
 
 def _public_names() -> list[str]:
     """Every public name the API page must document: softmax_grad.__all__, the public functions of
-    softmax_grad.plotting and, once it exists, softmax_grad.native.__all__."""
+    softmax_grad.plotting and the __all__ of the submodules native, torch and jax."""
     sg = importlib.import_module("softmax_grad")
     names = [f"softmax_grad.{n}" for n in sg.__all__]
     plotting = importlib.import_module("softmax_grad.plotting")
@@ -205,9 +205,9 @@ def _public_names() -> list[str]:
         for n, obj in inspect.getmembers(plotting, inspect.isfunction)
         if not n.startswith("_") and obj.__module__ == plotting.__name__
     ]
-    if importlib.util.find_spec("softmax_grad.native") is not None:
-        native = importlib.import_module("softmax_grad.native")
-        names += [f"softmax_grad.native.{n}" for n in native.__all__]
+    for sub in ("native", "torch", "jax"):
+        module = importlib.import_module(f"softmax_grad.{sub}")
+        names += [f"softmax_grad.{sub}.{n}" for n in module.__all__]
     return names
 
 

@@ -166,6 +166,11 @@ def test_plan_separates_peers_by_process():
     assert {s.threads for s in ours2} == {2}  # the 2-thread worker runs only 2-thread series
     assert {s.threads for s in ours1} == {1, None}
     assert ("vjp", "cffi-minimum", None, 1, "out") in {s.key for s in ours1}
+    jax_plan = measure.plan_series((64, 10), isas, "jax")
+    assert {s.key for s in jax_plan} == {
+        (op, "jax", None, None, "alloc") for op in ("vjp", "softmax")
+    }
+    assert measure.worker_names((1, 2), True, True)[-1] == "jax"
     with pytest.raises(ValueError, match="ours-<threads>"):
         measure.parse_worker("jax-1")
 
@@ -178,7 +183,16 @@ def quick_result(tmp_path_factory):
     from softmax_grad import native  # must import: the benchmark is about it
 
     out = tmp_path_factory.mktemp("bench") / "result.json"
-    cmd = [sys.executable, "-m", "bench.run", "--quick", "--shapes", "1x10", "--no-torch"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--quick",
+        "--shapes",
+        "1x10",
+        "--no-torch",
+        "--no-jax",
+    ]
     proc = subprocess.run(
         [*cmd, "--quiet", "--control", "--out", str(out)],
         capture_output=True,
@@ -202,6 +216,7 @@ def test_top_level_fields(quick_result):
     assert v["numpy"] == np.__version__
     assert v["native_isas"] == list(isas) and "scalar" in isas
     assert v["torch"] is None and any("PyTorch" in n for n in r["notes"])
+    assert v["jax"] is None and any("JAX left out" in n for n in r["notes"])
     assert r["config"]["workers"] == ["ours-1", "ours-2"]
     assert len(r["load_average"]["start"]) == 3 and len(r["load_average"]["groups"]) == 2
     assert isinstance(r["git"]["dirty"], bool)
