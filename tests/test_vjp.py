@@ -483,6 +483,44 @@ def test_each_row_follows_the_documented_rule(data):
         np.testing.assert_array_equal(softmax_vjp(y, dy), _rule_reference(y, dy))
 
 
+def test_accurate_false_is_the_plain_formula_everywhere():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 9))
+    x[:2, 0] += 40  # two confident rows, where the two forms differ
+    y, dy = softmax(x), rng.normal(size=(4, 9))
+    np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=False), _plain(y, dy))
+    assert np.any(softmax_vjp(y, dy) != _plain(y, dy))
+    # along another axis, and with a mask: the plain formula of the kept entries
+    np.testing.assert_array_equal(
+        softmax_vjp(y.T, dy.T, axis=0, accurate=False), _plain(y.T, dy.T, axis=0)
+    )
+    mask = rng.random((4, 9)) < 0.7
+    ym, dym = np.where(mask, y, 0), np.where(mask, dy, 0)
+    np.testing.assert_array_equal(
+        softmax_vjp(y, dy, where=mask, accurate=False), np.where(mask, _plain(ym, dym), 0)
+    )
+
+
+def test_accurate_false_loses_the_dominant_entry_and_true_keeps_it():
+    # Gap 40 in float64: y_c rounds to 1, so the plain dx_c = 1 * (dy_c - <y, dy>) keeps only
+    # the rounding of <y, dy>; the accurate form matches the mpmath reference from the logits.
+    x = np.array([40.0, 0.0, -1.0, 0.5])
+    dy = np.array([1.0, -1.0, -2.0, -0.5])
+    y = softmax(x)
+    true = _vjp_from_logits(x, dy)[0]
+
+    def rel(v):
+        return float(abs(mpmath.mpf(float(v)) - true) / abs(true))
+
+    assert rel(softmax_vjp(y, dy)[0]) <= 4 * (4 + 40) * 2.0**-53
+    assert rel(softmax_vjp(y, dy, accurate=False)[0]) > 1e-3
+
+
+def test_accurate_must_be_a_bool():
+    with pytest.raises(TypeError, match="accurate must be True or False, got 'no'"):
+        softmax_vjp(np.ones(2) / 2, np.ones(2), accurate="no")
+
+
 def test_complex_step_through_the_accurate_form():
     # Complex y and dy (complex-step differentiation of a loss built on the VJP): the row's
     # choice of c uses the real part, and the identity stays analytic.

@@ -64,7 +64,7 @@ def _dominant_shift(y: np.ndarray, dy: np.ndarray, ax: int, u: float) -> np.ndar
     return np.where(dominant, dyc, np.zeros_like(dyc))
 
 
-def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
+def softmax_vjp(y, dy, axis: int = -1, where=None, accurate: bool = True) -> np.ndarray:
     r"""Backward of softmax: :math:`dx = y \odot (dy - \sum_j y_j\,dy_j)` along ``axis``.
 
     A row whose probabilities are dominated by one entry is computed as
@@ -90,7 +90,8 @@ def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
     Every other row is the plain formula bit for bit (the dot product, then subtract, then
     multiply), so a NaN anywhere in a row of ``y`` or ``dy`` makes that row NaN, and infinities
     and overflowing dot products give the plain formula's NaN and infinities.
-    :func:`softmax_grad.native.softmax_vjp` follows the same rule.
+    :func:`softmax_grad.native.softmax_vjp` follows the same rule. ``accurate=False`` gives the
+    plain formula for every row.
 
     Parameters
     ----------
@@ -107,6 +108,10 @@ def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
         ``y``; True keeps an entry. Masked entries of ``y`` and ``dy`` are not read and get
         gradient 0; the kept ones get the VJP of the softmax over the kept entries. A row with
         nothing kept is all zeros.
+    accurate : bool, default True
+        False computes the plain formula :math:`y \odot (dy - \langle y, dy\rangle)` for every
+        row (what most implementations do; it loses the dominant entry's digits), bounded by
+        ``vjp_error_bound(..., algorithm="plain")``.
 
     Returns
     -------
@@ -117,27 +122,29 @@ def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
     Raises
     ------
     TypeError
-        If ``where`` is not boolean.
+        If ``where`` is not boolean, or ``accurate`` is not a bool.
     ValueError
         If the shapes differ (both are shown), ``where`` does not broadcast to them, or
         ``axis`` is out of range.
     """
+    if not isinstance(accurate, (bool, np.bool_)):
+        raise TypeError(f"accurate must be True or False, got {accurate!r}")
     y, dy, ax, back, u = _pair(y, dy, "y", "dy", axis)
     mask = as_mask(where, y.shape)
     if mask is None:
-        return returned(_softmax_vjp(y, dy, ax, u), back)
+        return returned(_softmax_vjp(y, dy, ax, u, accurate), back)
     # Masked entries are replaced, not read: NaN or inf there changes nothing.
-    dx = _softmax_vjp(np.where(mask, y, 0), np.where(mask, dy, 0), ax, u)
+    dx = _softmax_vjp(np.where(mask, y, 0), np.where(mask, dy, 0), ax, u, accurate)
     dx[~mask] = 0
     return returned(dx, back)
 
 
-def _softmax_vjp(y: np.ndarray, dy: np.ndarray, ax: int, u: float) -> np.ndarray:
+def _softmax_vjp(y: np.ndarray, dy: np.ndarray, ax: int, u: float, accurate: bool) -> np.ndarray:
     # The plain formula's dot product over the whole array, so a row that keeps the plain
     # formula gets the same bits whichever other rows take the accurate form. The plain
     # formula warns as NumPy does (inf - inf, overflow); the accurate form's intermediates do not.
     dot = np.sum(y * dy, axis=ax, keepdims=True)
-    a = _dominant_shift(y, dy, ax, u)
+    a = _dominant_shift(y, dy, ax, u) if accurate else None
     if a is None:
         return y * (dy - dot)
     with np.errstate(invalid="ignore", over="ignore"):
