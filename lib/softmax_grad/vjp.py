@@ -253,7 +253,7 @@ def vjp_error_bound(
     (:math:`\gamma_{k+3} S` and no :math:`\gamma_3` term). Against the plain product the form
     differs by :math:`y_i\,a\,(\sum_j y_j - 1)`, so the bound adds
     :math:`|y_i\,a\,(1 - \sum_j y_j)|`, with :math:`1 - \sum_j y_j` correctly rounded by
-    :func:`math.fsum`. With :math:`\sum_j y_j = 1` and :math:`y_c \ge 1/2`,
+    ``math.fsum``. With :math:`\sum_j y_j = 1` and :math:`y_c \ge 1/2`,
     :math:`S' = \sum_{j\ne c} y_j|dy_c - dy_j| \le (1 - y_c)|dy_c| + \sum_{j \ne c}|y_j dy_j|
     \le S`, so the bound is at most the plain one up to one :math:`u` per term and the
     :math:`\gamma_3` term; at the dominant entry it is small where the plain one is not.
