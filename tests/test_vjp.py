@@ -1,5 +1,6 @@
 """softmax_vjp and log_softmax_vjp against J^T dy built from finite-difference Jacobians."""
 
+import math
 from fractions import Fraction
 
 import mpmath
@@ -425,6 +426,99 @@ def test_overflow_of_the_shift_falls_back_to_the_plain_formula():
     dy = np.array([1e308, -1e308])
     np.testing.assert_array_equal(softmax_vjp(y, dy), _plain(y, dy))
     assert np.all(np.isfinite(softmax_vjp(y, dy)))
+
+
+def test_overflowing_dot_product_gives_the_plain_formula_even_where_the_form_is_finite():
+    # Condition (iii): <y, dy> = (1 + 2u) max overflows, t = 0 does not. The accurate form would
+    # give 0 (a finite answer); the rule sends the row to the plain formula: y (max - inf) = -inf.
+    big = np.finfo(np.float64).max
+    half = np.nextafter(0.5, 1.0)  # y sums to 1 + 2u, within (n + 16) u of 1
+    y = np.array([[half, half], [0.75, 0.25]])
+    dy = np.array([[big, big], [1.0, -1.0]])
+    with np.errstate(over="ignore", invalid="ignore"):
+        dx = softmax_vjp(y, dy)
+        np.testing.assert_array_equal(dx[0], _plain(y, dy)[0])
+    assert np.all(dx[0] == -np.inf)
+    np.testing.assert_array_equal(dx[1], [0.375, -0.375])  # the confident row, exact here
+
+
+def _rule_reference(y, dy):
+    """Rows (last axis) by the documented rule, written from its four conditions: the accurate
+    form y ((dy - a) + t), a = dy_c, t = sum_j y_j (a - dy_j), where it applies, else plain."""
+    u = float(np.finfo(y.dtype).eps) / 2
+    out = _plain(y, dy)
+    for r in range(y.shape[0]):
+        yr, dr = y[r], dy[r]
+        c = int(np.argmax(yr))
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = math.fsum(yr.astype(np.float64).tolist()) if np.all(np.isfinite(yr)) else np.nan
+            t = np.sum(yr * (dr[c] - dr))
+            dot = np.sum(yr * dr)
+            if (
+                yr[c] >= 0.5
+                and abs(1 - total) <= (yr.size + 16) * u
+                and np.isfinite(dot)
+                and np.isfinite(t)
+            ):
+                out[r] = yr * ((dr - dr[c]) + t)
+    return out
+
+
+@given(st.data())
+def test_each_row_follows_the_documented_rule(data):
+    # Rows of every kind: confident or not, normalised or not, with huge, infinite or NaN dy.
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    rows, n = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 7))
+    x = data.draw(hnp.arrays(np.float64, (rows, n), elements=st.floats(-40, 40)))
+    y = softmax(x).astype(dtype)
+    scale = data.draw(hnp.arrays(np.float64, (rows, 1), elements=st.sampled_from([1.0, 1.5])))
+    y = (y * scale).astype(dtype)  # some rows off the simplex
+    big = float(np.finfo(dtype).max)
+    values = st.one_of(
+        st.floats(-10, 10),
+        st.sampled_from([big, -big, big / 2, np.inf, -np.inf, np.nan]),
+    )
+    dy = data.draw(hnp.arrays(dtype, (rows, n), elements=values))
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.testing.assert_array_equal(softmax_vjp(y, dy), _rule_reference(y, dy))
+
+
+def test_accurate_false_is_the_plain_formula_everywhere():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 9))
+    x[:2, 0] += 40  # two confident rows, where the two forms differ
+    y, dy = softmax(x), rng.normal(size=(4, 9))
+    np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=False), _plain(y, dy))
+    assert np.any(softmax_vjp(y, dy) != _plain(y, dy))
+    # along another axis, and with a mask: the plain formula of the kept entries
+    np.testing.assert_array_equal(
+        softmax_vjp(y.T, dy.T, axis=0, accurate=False), _plain(y.T, dy.T, axis=0)
+    )
+    mask = rng.random((4, 9)) < 0.7
+    ym, dym = np.where(mask, y, 0), np.where(mask, dy, 0)
+    np.testing.assert_array_equal(
+        softmax_vjp(y, dy, where=mask, accurate=False), np.where(mask, _plain(ym, dym), 0)
+    )
+
+
+def test_accurate_false_loses_the_dominant_entry_and_true_keeps_it():
+    # Gap 40 in float64: y_c rounds to 1, so the plain dx_c = 1 * (dy_c - <y, dy>) keeps only
+    # the rounding of <y, dy>; the accurate form matches the mpmath reference from the logits.
+    x = np.array([40.0, 0.0, -1.0, 0.5])
+    dy = np.array([1.0, -1.0, -2.0, -0.5])
+    y = softmax(x)
+    true = _vjp_from_logits(x, dy)[0]
+
+    def rel(v):
+        return float(abs(mpmath.mpf(float(v)) - true) / abs(true))
+
+    assert rel(softmax_vjp(y, dy)[0]) <= 4 * (4 + 40) * 2.0**-53
+    assert rel(softmax_vjp(y, dy, accurate=False)[0]) > 1e-3
+
+
+def test_accurate_must_be_a_bool():
+    with pytest.raises(TypeError, match="accurate must be True or False, got 'no'"):
+        softmax_vjp(np.ones(2) / 2, np.ones(2), accurate="no")
 
 
 def test_complex_step_through_the_accurate_form():

@@ -64,32 +64,34 @@ def _dominant_shift(y: np.ndarray, dy: np.ndarray, ax: int, u: float) -> np.ndar
     return np.where(dominant, dyc, np.zeros_like(dyc))
 
 
-def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
+def softmax_vjp(y, dy, axis: int = -1, where=None, accurate: bool = True) -> np.ndarray:
     r"""Backward of softmax: :math:`dx = y \odot (dy - \sum_j y_j\,dy_j)` along ``axis``.
 
-    Computed, per row, as :math:`dx = y \odot \bigl((dy - a) - \sum_j y_j (dy_j - a)\bigr)`,
-    where :math:`a = dy_c` for the first index :math:`c` of the largest :math:`y_c` when
-    :math:`y_c \ge 1/2` and the row is a probability vector up to rounding
-    (:math:`|1 - \sum_j y_j| \le (n + 16)\,u`, :math:`u` the unit roundoff of ``y``'s dtype),
-    and :math:`a = 0` otherwise. Since :math:`\sum_j y_j = 1` this is the
-    same product (any constant :math:`a` cancels), but it avoids a cancellation: when
+    A row whose probabilities are dominated by one entry is computed as
+    :math:`dx_i = y_i\,\bigl((dy_i - a) + t\bigr)` with :math:`a = dy_c` and
+    :math:`t = \sum_j y_j\,(a - dy_j)`; every other row by the plain formula
+    :math:`dx_i = y_i\,(dy_i - \langle y, dy\rangle)`. Since :math:`\sum_j y_j = 1` the two are
+    the same product (any constant :math:`a` cancels), but the first avoids a cancellation: when
     :math:`y_c \to 1` the plain form subtracts two nearly equal numbers at the dominant entry,
     :math:`dy_c - \langle y, dy\rangle`, and loses every digit once :math:`y_c` rounds to 1.
-    Here that entry is :math:`y_c \sum_{j \ne c} y_j (dy_c - dy_j)`, a sum of small terms, so
+    There the entry is :math:`y_c \sum_{j \ne c} y_j (dy_c - dy_j)`, a sum of small terms, so
     every entry has a relative error of a small multiple of :math:`n u` measured from the
-    logits. Rows without a dominant entry have :math:`a = 0`, and their result is bitwise the
-    plain formula's. Its rounding error is bounded by :func:`vjp_error_bound`.
+    logits, at any gap. Its rounding error is bounded by :func:`vjp_error_bound`.
 
-    A row that is not a probability vector (any ``y``, not a softmax output) gets the plain
-    formula, bitwise. Within the rounding the test allows, the result differs from the plain
-    formula of the same inputs by :math:`y_i\,a\,(1 - \sum_j y_j)` (included in
-    :func:`vjp_error_bound`).
+    **The rule.** A row takes the accurate form if and only if, with :math:`c` the first index
+    of its largest :math:`y_c` and :math:`u` the unit roundoff of ``y``'s dtype as given,
 
-    Non-finite values give the plain formula's answer: a row of the result that would not be
-    all finite (NaN or infinite inputs, or overflow) is computed by the plain formula, so a NaN
-    anywhere in a row of ``y`` or ``dy`` makes that row NaN, and an infinite ``dy`` gives the
-    plain formula's NaN and infinities. (A row the plain formula overflows but this form does
-    not, e.g. ``dy`` near the largest float with ``dy - <y, dy>`` out of range, stays finite.)
+    1. :math:`y_c \ge 1/2` (then the other entries stay within the plain formula's bound),
+    2. :math:`|1 - \sum_j y_j| \le (n + 16)\,u` (the row is a probability vector up to
+       rounding; off the simplex the two forms differ by :math:`y_i\,a\,(\sum_j y_j - 1)`),
+    3. :math:`\langle y, dy\rangle` is finite, and
+    4. :math:`t` is finite.
+
+    Every other row is the plain formula bit for bit (the dot product, then subtract, then
+    multiply), so a NaN anywhere in a row of ``y`` or ``dy`` makes that row NaN, and infinities
+    and overflowing dot products give the plain formula's NaN and infinities.
+    :func:`softmax_grad.native.softmax_vjp` follows the same rule. ``accurate=False`` gives the
+    plain formula for every row.
 
     Parameters
     ----------
@@ -106,6 +108,10 @@ def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
         ``y``; True keeps an entry. Masked entries of ``y`` and ``dy`` are not read and get
         gradient 0; the kept ones get the VJP of the softmax over the kept entries. A row with
         nothing kept is all zeros.
+    accurate : bool, default True
+        False computes the plain formula :math:`y \odot (dy - \langle y, dy\rangle)` for every
+        row (what most implementations do; it loses the dominant entry's digits), bounded by
+        ``vjp_error_bound(..., algorithm="plain")``.
 
     Returns
     -------
@@ -116,38 +122,45 @@ def softmax_vjp(y, dy, axis: int = -1, where=None) -> np.ndarray:
     Raises
     ------
     TypeError
-        If ``where`` is not boolean.
+        If ``where`` is not boolean, or ``accurate`` is not a bool.
     ValueError
         If the shapes differ (both are shown), ``where`` does not broadcast to them, or
         ``axis`` is out of range.
     """
+    if not isinstance(accurate, (bool, np.bool_)):
+        raise TypeError(f"accurate must be True or False, got {accurate!r}")
     y, dy, ax, back, u = _pair(y, dy, "y", "dy", axis)
     mask = as_mask(where, y.shape)
     if mask is None:
-        return returned(_softmax_vjp(y, dy, ax, u), back)
+        return returned(_softmax_vjp(y, dy, ax, u, accurate), back)
     # Masked entries are replaced, not read: NaN or inf there changes nothing.
-    dx = _softmax_vjp(np.where(mask, y, 0), np.where(mask, dy, 0), ax, u)
+    dx = _softmax_vjp(np.where(mask, y, 0), np.where(mask, dy, 0), ax, u, accurate)
     dx[~mask] = 0
     return returned(dx, back)
 
 
-def _softmax_vjp(y: np.ndarray, dy: np.ndarray, ax: int, u: float) -> np.ndarray:
-    a = _dominant_shift(y, dy, ax, u)
+def _softmax_vjp(y: np.ndarray, dy: np.ndarray, ax: int, u: float, accurate: bool) -> np.ndarray:
+    # The plain formula's dot product over the whole array, so a row that keeps the plain
+    # formula gets the same bits whichever other rows take the accurate form. The plain
+    # formula warns as NumPy does (inf - inf, overflow); the accurate form's intermediates do not.
+    dot = np.sum(y * dy, axis=ax, keepdims=True)
+    a = _dominant_shift(y, dy, ax, u) if accurate else None
     if a is None:
-        return y * (dy - np.sum(y * dy, axis=ax, keepdims=True))
+        return y * (dy - dot)
     with np.errstate(invalid="ignore", over="ignore"):
-        # d = dy - a, then d - <y, d>, then y * (d - <y, d>), in place in one buffer
+        # d = dy - a, t = sum_j y_j (a - dy_j) = -<y, d> (negation is exact), then
+        # y * (d + t), in place in one buffer
         dx = np.subtract(dy, a, dtype=np.result_type(y, dy))
-        dx -= np.sum(y * dx, axis=ax, keepdims=True)
+        t = -np.sum(y * dx, axis=ax, keepdims=True)
+        dx += t
         dx *= y
-        # A row sum is finite only if every entry is (an overflowing sum of finite entries,
-        # |dx| near the largest float, only sends its row to the plain formula too).
-        bad = ~np.isfinite(np.sum(dx, axis=ax))
-    # Rows that are not all finite (NaN, inf, or overflow) get the plain formula's answer.
-    if bad.any():
-        yr, dyr, dxr = (np.moveaxis(v, ax, -1) for v in (y, dy, dx))
-        ys, dys = yr[bad], dyr[bad]
-        dxr[bad] = ys * (dys - np.sum(ys * dys, axis=-1, keepdims=True))
+    # The rule: the accurate form iff the row has a dominant entry and <y, dy> and t are
+    # finite. Rows with a = 0 (no dominant entry, or dy_c = 0, where both forms are the same
+    # product) are recomputed too, so their bits never depend on the sum of y * d.
+    plain = (a == 0) | ~(np.isfinite(dot) & np.isfinite(t))
+    if plain.any():  # y * (dy - dot) on those rows only (ufunc where=: the others untouched)
+        np.subtract(dy, dot, out=dx, where=plain)
+        np.multiply(y, dx, out=dx, where=plain)
     return dx
 
 
