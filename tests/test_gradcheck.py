@@ -220,3 +220,18 @@ def test_float32_default_tolerance_passes_correct_and_fails_wrong_gradients(meth
             assert not check_gradient(f, trap, x, method=method).passed
     # float64 keeps its tolerance
     assert check_gradient(_cubic, _cubic_grad, np.ones(2)).tol == 1e-6
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("func", ["numerical_gradient", "check_gradient"])
+def test_half_precision_points_are_refused_with_the_reason(half, func):
+    import ml_dtypes
+
+    dtype = np.float16 if half == "float16" else ml_dtypes.bfloat16
+    x = np.ones(3, dtype=dtype)
+    call = {
+        "numerical_gradient": lambda: numerical_gradient(lambda z: float(np.sum(z)), x),
+        "check_gradient": lambda: check_gradient(lambda z: float(np.sum(z)), np.ones(3), x),
+    }[func]
+    with pytest.raises(TypeError, match=f"dtype {half}.*x.astype"):
+        call()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import HALF_DTYPES
+
 _METHODS = ("central", "forward", "complex")
 
 
@@ -46,7 +48,9 @@ def numerical_gradient(
         see :func:`numerical_jacobian`). For ``method="complex"`` it must accept complex input
         and be analytic (no ``abs``, no comparisons on the perturbed values).
     x : array_like, shape (...)
-        The point; float32 input is perturbed and evaluated in float32 (complex64).
+        The point; float32 input is perturbed and evaluated in float32 (complex64). float16
+        and bfloat16 are refused (TypeError): a difference quotient in half precision is too
+        inaccurate to check anything (book chapter "When the formula meets floating point").
     eps : float, optional
         The step h; default :func:`default_step`.
     method : {"central", "forward", "complex"}
@@ -111,6 +115,15 @@ def numerical_jacobian(
 
 def _point_and_step(x, eps, method: str) -> tuple[np.ndarray, float]:
     x = np.asarray(x)
+    if x.dtype in HALF_DTYPES:
+        # bfloat16 is not kind "f" and would silently be checked as float64.
+        raise TypeError(
+            f"x has dtype {x.dtype}: a difference quotient evaluated in half precision has a "
+            "relative error of about eps^(2/3) (1e-2 in float16, 4e-2 in bfloat16) times "
+            "|f|/|g|, too large to check a gradient with. Check the formula at "
+            "x.astype(np.float64), and the half-precision result against float64 of the same "
+            "inputs within its rounding bound (softmax_grad.vjp_error_bound)"
+        )
     if x.dtype.kind not in "f":
         x = x.astype(np.float64)
     h = default_step(method, x.dtype) if eps is None else float(eps)
