@@ -208,13 +208,25 @@ def parse_worker(name: str) -> tuple[str, int | None]:
     return family, int(t)
 
 
-def plan_series(shape, isas, worker: str) -> list[Series]:
-    """The series one worker measures for one (shape, dtype), before any array exists."""
+def plan_series(shape, isas, worker: str, dtype: str = "float32") -> list[Series]:
+    """The series one worker measures for one (shape, dtype), before any array exists.
+
+    bfloat16 cases time the VJP only (the NumPy library, the native kernels, PyTorch): there is
+    no half-precision floor (``native.stream_add`` is float32/float64) and no cffi minimum.
+    """
     family, t = parse_worker(worker)
     one_row = shape[0] == 1
     plan: list[Series] = []
     if family == "jax":  # JAX returns new arrays: there is no out= to write into
+        if dtype == "bfloat16":  # the bfloat16 cases compare with PyTorch only
+            return []
         return [Series(op, "jax", None, None, "alloc") for op in ("vjp", "softmax")]
+    if dtype == "bfloat16":
+        if family == "torch":
+            return [Series("vjp", "torch", None, t, "out")]
+        if t == 1:
+            plan.append(Series("vjp", "numpy", None, 1, "alloc"))
+        return plan + [Series("vjp", "native", isa, t, "out") for isa in isas]
     if family == "torch":
         for op in ("vjp", "softmax"):
             plan.append(Series(op, "torch", None, t, "out"))
@@ -242,9 +254,18 @@ def plan_series(shape, isas, worker: str) -> list[Series]:
     return plan
 
 
+def _dtype(name) -> np.dtype:
+    """float32, float64, or bfloat16 (ml_dtypes)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def aligned_empty(shape, dtype) -> np.ndarray:
     """A C-contiguous array whose data starts on an ``ALIGN``-byte boundary, pages touched."""
-    dtype = np.dtype(dtype)
+    dtype = _dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGN
@@ -312,7 +333,7 @@ def bind(series: list[Series], arrays, native, torch, jax=None) -> None:
     # exactly the VJP's buffers, and no series pays for a cold buffer the others never touch.
     out = aligned_empty(x.shape, x.dtype)
     if torch is not None:
-        tx, ty, tdy, tout = (torch.from_numpy(a) for a in (x, y, dy, out))
+        tx, ty, tdy, tout = (_as_torch(torch, a) for a in (x, y, dy, out))
     if jax is not None:
         jx, jdy = jax.device_put(x), jax.device_put(dy)
         # The VJP as JAX users get it: jax.vjp runs jax.nn.softmax's forward pass once and keeps
@@ -364,6 +385,14 @@ def bind(series: list[Series], arrays, native, torch, jax=None) -> None:
         s.stmt, s.ns = stmt, ns
 
 
+def _as_torch(torch, a: np.ndarray):
+    """A tensor on ``a``'s memory (``torch.from_numpy`` does not know ml_dtypes' bfloat16: its
+    bits go through int16)."""
+    if a.dtype == _dtype("bfloat16"):
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def reference(op: str, arrays) -> np.ndarray:
     """What each op must produce, from the NumPy formula in the same dtype."""
     import softmax_grad as sg
@@ -380,8 +409,11 @@ def check(s: Series, ref: np.ndarray) -> None:
     r = eval(s.stmt, s.ns)  # our own statement strings, the same ones that get timed
     if s.variant == "out":
         r = s.ns["out"]
-    r = np.asarray(r.numpy() if hasattr(r, "numpy") else r)
-    finfo = np.finfo(ref.dtype)
+    r = np.asarray(r.float().numpy() if hasattr(r, "numpy") else r)
+    import ml_dtypes
+
+    finfo = ml_dtypes.finfo(ref.dtype)
+    ref = ref.astype(np.float64)
     scale = float(np.max(np.abs(ref))) if ref.size else 1.0
     err = float(np.max(np.abs(r.astype(np.float64) - ref))) if ref.size else 0.0
     finite = bool(np.isfinite(err))  # NaN would also make the JSON invalid
@@ -394,7 +426,7 @@ def check(s: Series, ref: np.ndarray) -> None:
 def case_record(s: Series, shape, dtype: str, worker: str) -> dict[str, Any]:
     """The JSON record of one measured series."""
     rows, n = shape
-    nbytes = STREAMS[s.op] * rows * n * np.dtype(dtype).itemsize
+    nbytes = STREAMS[s.op] * rows * n * _dtype(dtype).itemsize
     med = float(np.median(s.samples_ns))
     mn = float(np.min(s.samples_ns))
     return {
@@ -498,7 +530,7 @@ class Worker:
         """
         shape = tuple(shape)
         isas = tuple(self.native.isas()) if self.native is not None else ()
-        series = plan_series(shape, isas, self.name)
+        series = plan_series(shape, isas, self.name, dtype)
         if only is not None:
             keep = {tuple(k) for k in only}
             series = [s for s in series if s.key in keep]

@@ -175,7 +175,7 @@ def _target(tid, text, checks) -> dict[str, Any]:
     return {"id": tid, "text": text, "status": status, "worst": worst, "checks": checks}
 
 
-def evaluate_targets(cases, isas, shapes, dtypes, threads) -> list[dict[str, Any]]:
+def evaluate_targets(cases, isas, shapes, dtypes, threads, bf16_shapes=()) -> list[dict[str, Any]]:
     """The performance targets of issue 14, each PASS/FAIL/N/A with the numbers behind it.
 
     "native" is the ISA ``isa=None`` dispatches to, called with ``threads=t``. A target whose
@@ -224,6 +224,20 @@ def evaluate_targets(cases, isas, shapes, dtypes, threads) -> list[dict[str, Any
             f"native VJP ({nat}) >= 0.9x the floor (the fastest c = a + b with at most as many "
             "threads: native.stream_add, np.add or torch.add) at every shape >= 1024x1024",
             floor_checks,
+        )
+    )
+    bf16_grid = [(tuple(s), "bfloat16", t) for s in bf16_shapes for t in threads]
+    targets.append(
+        _target(
+            "vjp_vs_torch_bf16",
+            f"native bfloat16 VJP ({nat}) >= 1.0x PyTorch's bfloat16 "
+            "torch._softmax_backward_data (default threading, its own process) at every "
+            "bfloat16 shape >= 64x1000",
+            [
+                _check(s, d, t, ix.case("vjp", "torch", s, d, t), native("vjp", s, d, t), ">=", 1.0)
+                for s, d, t in bf16_grid
+                if at_least(s, 64, 1000)
+            ],
         )
     )
     targets.append(
@@ -343,34 +357,36 @@ def format_table(result) -> str:
         )
         lines.append(head)
         lines.append("-" * len(head))
-        for s in shapes:
-            for d in result["config"]["dtypes"]:
-                for t in result["config"]["threads"]:
-                    f = floor_of(floors, s, d, t)
-                    row = [ix.get(op, "numpy", s, d, 1, None, "alloc")]
-                    row += [ix.get(op, "native", s, d, t, isa) for isa in isas]
-                    if have_torch:
-                        row.append(ix.get(op, "torch", s, d, t))
-                    jax_ns = ix.get(op, "jax", s, d, None, None, "alloc")
-                    if have_jax:
-                        row.append(jax_ns)
-                    row.append(f["median_ns"] if f else None)
-                    c = ix.case(op, "native", s, d, t, nat)
-                    gbps = c["gbps"] if c else None
-                    med = c["median_ns"] if c else None
-                    fname = f"{f['name']} t={f['impl_threads']}" if f else "-"
-                    line = (
-                        f"{op:7s} {f'{s[0]}x{s[1]}':>11s} {d:7s} {t} | "
-                        + " ".join(f"{_us(v):>8s}" for v in row)
-                        + f" {fname:>20s} | {'-' if gbps is None else f'{gbps:.1f}':>6s}"
-                        + f" {_x(ratio(gbps, f['gbps'] if f else None)):>6s}"
-                    )
-                    if have_torch:
-                        line += f" {_x(ratio(ix.get(op, 'torch', s, d, t), med)):>6s}"
-                    if have_jax:
-                        line += f" {_x(ratio(jax_ns, med)):>6s}"
-                    line += f" {_x(ratio(row[0], med)):>6s}"
-                    lines.append(line)
+        groups = [(s, d) for s in shapes for d in result["config"]["dtypes"]]
+        if op == "vjp":
+            groups += [(tuple(s), "bfloat16") for s in result["config"].get("bf16_shapes", ())]
+        for s, d in groups:
+            for t in result["config"]["threads"]:
+                f = floor_of(floors, s, d, t)
+                row = [ix.get(op, "numpy", s, d, 1, None, "alloc")]
+                row += [ix.get(op, "native", s, d, t, isa) for isa in isas]
+                if have_torch:
+                    row.append(ix.get(op, "torch", s, d, t))
+                jax_ns = ix.get(op, "jax", s, d, None, None, "alloc")
+                if have_jax:
+                    row.append(jax_ns)
+                row.append(f["median_ns"] if f else None)
+                c = ix.case(op, "native", s, d, t, nat)
+                gbps = c["gbps"] if c else None
+                med = c["median_ns"] if c else None
+                fname = f"{f['name']} t={f['impl_threads']}" if f else "-"
+                line = (
+                    f"{op:7s} {f'{s[0]}x{s[1]}':>11s} {d:7s} {t} | "
+                    + " ".join(f"{_us(v):>8s}" for v in row)
+                    + f" {fname:>20s} | {'-' if gbps is None else f'{gbps:.1f}':>6s}"
+                    + f" {_x(ratio(gbps, f['gbps'] if f else None)):>6s}"
+                )
+                if have_torch:
+                    line += f" {_x(ratio(ix.get(op, 'torch', s, d, t), med)):>6s}"
+                if have_jax:
+                    line += f" {_x(ratio(jax_ns, med)):>6s}"
+                line += f" {_x(ratio(row[0], med)):>6s}"
+                lines.append(line)
         lines.append("")
     bare = [c for c in cases if c["impl"] == "cffi-minimum"]
     if bare:

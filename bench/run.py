@@ -44,6 +44,9 @@ FULL_SHAPES = ((1, 10), (1, 1000), (64, 10), (64, 1000), (1024, 1024), (256, 320
 QUICK_SHAPES = ((1, 10), (64, 10), (1024, 1024))
 DTYPES = ("float32", "float64")
 THREADS = (1, 2)
+# bfloat16 VJP cases (issue 12, item 5): against PyTorch's bfloat16 softmax backward.
+BF16_SHAPES = ((64, 1000), (1024, 1024), (256, 32000))
+QUICK_BF16_SHAPES = ((1024, 1024),)
 
 # Time budgets. A "group" is one (shape, dtype); its budget is shared by the workers in
 # proportion to their number of series.
@@ -191,12 +194,24 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(shapes)
 
 
+def _shapes_or_none(text: str) -> tuple[tuple[int, int], ...]:
+    """:func:`parse_shapes`, or no shapes for ``none``."""
+    return () if text.strip().lower() == "none" else parse_shapes(text)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="few shapes, few rounds (a smoke run)")
     p.add_argument("--out", type=Path, help="write the JSON here (default: bench/results/)")
     p.add_argument("--shapes", type=parse_shapes, help="e.g. 1x10,64x1000 (default: all)")
     p.add_argument("--dtypes", default=",".join(DTYPES), help="comma list: float32,float64")
+    p.add_argument(
+        "--bf16-shapes",
+        type=_shapes_or_none,
+        default=None,
+        help="shapes of the bfloat16 VJP cases, e.g. 64x1000,1024x1024, or 'none' (default: "
+        "none with --shapes, else 1024x1024 with --quick and 64x1000,1024x1024,256x32000)",
+    )
     p.add_argument("--threads", default=",".join(map(str, THREADS)), help="comma list: 1,2")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--no-jax", action="store_true", help="leave JAX out")
@@ -242,6 +257,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = QUICK if args.quick else FULL
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
+    bf16_shapes = args.bf16_shapes
+    if bf16_shapes is None:  # --shapes alone limits the run to those shapes
+        bf16_shapes = () if args.shapes else QUICK_BF16_SHAPES if args.quick else BF16_SHAPES
     dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
     threads = tuple(int(t) for t in args.threads.split(",") if t.strip())
     notes: list[str] = []
@@ -260,7 +278,8 @@ def main(argv=None) -> int:
     try:
         hellos = {w.name: w.ask("hello") for w in workers}
         versions = versions_of(hellos)
-        for i, (shape, dtype) in enumerate((s, d) for s in shapes for d in dtypes):
+        groups = [(s, d) for s in shapes for d in dtypes] + [(s, "bfloat16") for s in bf16_shapes]
+        for i, (shape, dtype) in enumerate(groups):
             load["groups"].append(
                 {"shape": list(shape), "dtype": dtype, "load": list(os.getloadavg())}
             )
@@ -285,6 +304,7 @@ def main(argv=None) -> int:
             "quick": args.quick,
             "shapes": [list(s) for s in shapes],
             "dtypes": list(dtypes),
+            "bf16_shapes": [list(s) for s in bf16_shapes],
             "threads": list(threads),
             "native_default_isa": nat,
             "workers": [w.name for w in workers],
@@ -327,7 +347,7 @@ def main(argv=None) -> int:
     }
     result["floors"] = results.floor_choices(cases, shapes, dtypes, threads)
     result["targets"] = results.evaluate_targets(
-        cases, versions["native_isas"], shapes, dtypes, threads
+        cases, versions["native_isas"], shapes, dtypes, threads, bf16_shapes
     )
     if control is not None:
         result["control"] = control

@@ -31,6 +31,7 @@ static int sg_detect(void)
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return mask;
     const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    const int f16c = (c >> 29) & 1; /* the AVX2 path's float16 conversions */
     if (!osxsave || !avx)
         return mask;
     const uint64_t xcr0 = sg_xgetbv0();
@@ -40,11 +41,11 @@ static int sg_detect(void)
         return mask;
     __cpuid_count(7, 0, a, b, c, d);
     const int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
-    if (avx2 && fma)
+    if (avx2 && fma && f16c)
         mask |= 1 << SG_ISA_AVX2;
 #ifdef SG_HAVE_AVX512
     /* opmask, upper ZMM0-15 and ZMM16-31 state (bits 5-7), on top of SSE and AVX */
-    if (avx2 && fma && avx512f && (xcr0 & 0xe6) == 0xe6)
+    if (avx2 && fma && f16c && avx512f && (xcr0 & 0xe6) == 0xe6)
         mask |= 1 << SG_ISA_AVX512;
 #else
     (void)avx512f; /* built without the AVX-512 path (SG_NO_AVX512) */
@@ -212,6 +213,8 @@ SG_ENTRY_2(sg_jacobian_product_quadratic_f32, float, sg_run_rows, quadratic_f32,
 SG_ENTRY_2(sg_jacobian_product_quadratic_f64, double, sg_run_rows, quadratic_f64, quadratic_f64)
 SG_ENTRY_2(sg_stream_add_f32, float, sg_run_elements, add_f32, add_stream_f32)
 SG_ENTRY_2(sg_stream_add_f64, double, sg_run_elements, add_f64, add_stream_f64)
+SG_ENTRY_2(sg_softmax_vjp_f16, uint16_t, sg_run_rows, vjp_f16, vjp_stream_f16)
+SG_ENTRY_2(sg_softmax_vjp_bf16, uint16_t, sg_run_rows, vjp_bf16, vjp_stream_bf16)
 
 #define SG_ENTRY_1(NAME, T, FIELD)                                                                 \
     int NAME(const T *x, T *out, size_t rows, size_t n, int isa, int threads)                      \
@@ -227,3 +230,5 @@ SG_ENTRY_2(sg_stream_add_f64, double, sg_run_elements, add_f64, add_stream_f64)
 
 SG_ENTRY_1(sg_softmax_f32, float, softmax_f32)
 SG_ENTRY_1(sg_softmax_f64, double, softmax_f64)
+SG_ENTRY_1(sg_softmax_f16, uint16_t, softmax_f16)
+SG_ENTRY_1(sg_softmax_bf16, uint16_t, softmax_bf16)

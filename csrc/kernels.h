@@ -36,6 +36,9 @@ struct sg_kernels {
     sg_rows_fn add_f32, add_f64;
     /* The same results as add_*, with the memory techniques of vjp_stream_*. */
     sg_rows_fn add_stream_f32, add_stream_f64;
+    /* float16 and bfloat16 rows (uint16_t storage), computed in float: the float kernels'
+     * operations, rounded once on store. */
+    sg_rows_fn vjp_f16, vjp_bf16, vjp_stream_f16, vjp_stream_bf16, softmax_f16, softmax_bf16;
 };
 
 extern const struct sg_kernels sg_kernels_scalar;

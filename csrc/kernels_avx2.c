@@ -1,22 +1,26 @@
-/* kernels_avx2.c: AVX2 + FMA kernels (8 floats / 4 doubles per vector, maskload/maskstore tails).
+/* kernels_avx2.c: AVX2 + FMA kernels (8 floats / 4 doubles per vector, maskload/maskstore tails),
+ * and float16 / bfloat16 rows computed in float (F16C conversions for float16, integer shifts
+ * for bfloat16).
  *
- * Every function carries __attribute__((target("avx2,fma"))), so this file compiles with the
- * default x86-64 flags and its code only runs after dispatch.c has checked the CPU and OS.
+ * Every function carries __attribute__((target("avx2,fma,f16c"))), so this file compiles with
+ * the default x86-64 flags and its code only runs after dispatch.c has checked the CPU and OS.
  */
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
 
-#define SG_TARGET __attribute__((target("avx2,fma")))
+#define SG_TARGET __attribute__((target("avx2,fma,f16c")))
 #define VPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #define VSFENCE() _mm_sfence()
 #define SG_KEEP(v) __asm__("" : "+x"(v)) /* v stays in an XMM/YMM/ZMM register */
 
-#include "kernels_x86.h" /* the horizontal sums and maxima */
+#include "kernels_half.h" /* one element at a time, the same bits */
+#include "kernels_x86.h"  /* the horizontal sums and maxima */
 
 /* ---- 2^k for the exp in kernels_simd.h ---------------------------------------------------------
  * AVX2 has no scalef, so 2^k is built in the exponent field, in two halves
@@ -132,6 +136,68 @@ SG_TARGET static inline __m256d sg_mloadz_f32x4_pd(const float *p, size_t r)
 #define ACC_MLOADZ(p, r) VMLOADZ(p, MTAIL(r))
 #include "kernels_simd.h"
 
+/* ---- float16 and bfloat16 rows: 8 elements (128 bits) per float vector ------------------------
+ * Loads widen to float, stores round once (to nearest even). Tails of r < 8 elements go through
+ * a small buffer: AVX2 has no 16-bit masked load or store. */
+SG_TARGET static inline __m128i sg_mload_u16x8(const uint16_t *p, size_t r)
+{
+    uint16_t b[8] = {0};
+    memcpy(b, p, r * sizeof *p);
+    return _mm_loadu_si128((const __m128i *)b);
+}
+
+SG_TARGET static inline void sg_mstore_u16x8(uint16_t *p, size_t r, __m128i v)
+{
+    uint16_t b[8];
+    _mm_storeu_si128((__m128i *)b, v);
+    memcpy(p, b, r * sizeof *p);
+}
+
+SG_TARGET static inline __m256 sg_bf16x8_to_ps(__m128i h)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* kernels_half.h's sg_f32_to_bf16 on 8 lanes */
+SG_TARGET static inline __m128i sg_ps_to_bf16x8(__m256 v)
+{
+    const __m256i b = _mm256_castps_si256(v);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    const __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), odd), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x40));
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    const __m256i h = _mm256_blendv_epi8(rounded, quiet, nan); /* each lane < 2^16 */
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08));
+}
+
+/* the first r lanes of a float vector */
+#define SG_FMASK(r) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+
+/* ---- float16 instance -------------------------------------------------------------------------- */
+#define FN(name) sg_avx2_##name##_f16
+#define SU 0x1p-11
+#define STOT1(h) sg_f16_to_f32(h)
+#define TTOS1(x) sg_f32_to_f16(x)
+#define SG_HL(h) _mm256_cvtph_ps(h)
+#define SG_HS(v) _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#include "kernels_avx2_half.h"
+#include "kernels_simd.h"
+#undef SG_HL
+#undef SG_HS
+
+/* ---- bfloat16 instance ------------------------------------------------------------------------- */
+#define FN(name) sg_avx2_##name##_bf16
+#define SU 0x1p-8
+#define STOT1(h) sg_bf16_to_f32(h)
+#define TTOS1(x) sg_f32_to_bf16(x)
+#define SG_HL(h) sg_bf16x8_to_ps(h)
+#define SG_HS(v) sg_ps_to_bf16x8(v)
+#include "kernels_avx2_half.h"
+#include "kernels_simd.h"
+#undef SG_HL
+#undef SG_HS
+
 const struct sg_kernels sg_kernels_avx2 = {
     .vjp_f32 = sg_avx2_vjp_f32,
     .vjp_f64 = sg_avx2_vjp_f64,
@@ -145,6 +211,12 @@ const struct sg_kernels sg_kernels_avx2 = {
     .add_f64 = sg_avx2_add_f64,
     .add_stream_f32 = sg_avx2_add_stream_f32,
     .add_stream_f64 = sg_avx2_add_stream_f64,
+    .vjp_f16 = sg_avx2_vjp_f16,
+    .vjp_bf16 = sg_avx2_vjp_bf16,
+    .vjp_stream_f16 = sg_avx2_vjp_stream_f16,
+    .vjp_stream_bf16 = sg_avx2_vjp_stream_bf16,
+    .softmax_f16 = sg_avx2_softmax_f16,
+    .softmax_bf16 = sg_avx2_softmax_bf16,
 };
 
 #endif /* x86-64 */

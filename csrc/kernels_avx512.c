@@ -1,8 +1,12 @@
-/* kernels_avx512.c: AVX-512F kernels (16 floats / 8 doubles per vector, mask-register tails).
+/* kernels_avx512.c: AVX-512F kernels (16 floats / 8 doubles per vector, mask-register tails),
+ * and float16 / bfloat16 rows computed in float (AVX-512F's vcvtph2ps / vcvtps2ph for float16,
+ * integer shifts for bfloat16).
  *
  * Every function carries __attribute__((target(...))), so this file compiles with the default
  * x86-64 flags and its code only runs after dispatch.c has checked the CPU and OS. Only AVX-512F
- * instructions are used (no DQ/BW/VL), plus AVX2/FMA, which every AVX-512F CPU has.
+ * instructions are used (no DQ/BW/VL), plus AVX2/FMA/F16C, which every AVX-512F CPU has. Not
+ * AVX512-BF16's vcvtneps2bf16: it treats subnormal inputs as zero, so its bits would differ
+ * from the other paths' (and it would need a fallback for CPUs without it).
  *
  * Built with SG_NO_AVX512 defined (SG_NO_AVX512=1 in the environment of the build, see
  * _native_build.py), for compilers without AVX-512 intrinsics, the file compiles to nothing and
@@ -13,6 +17,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -21,6 +26,7 @@
 #define VSFENCE() _mm_sfence()
 #define SG_KEEP(v) __asm__("" : "+x"(v)) /* v stays in an XMM/YMM/ZMM register */
 
+#include "kernels_half.h"
 #include "kernels_x86.h"
 
 /* Horizontal sums by the halving tree (kernels_x86.h): the upper 256 bits onto the lower, then
@@ -131,6 +137,64 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define ACC_MLOADZ(p, r) VMLOADZ(p, MTAIL(r))
 #include "kernels_simd.h"
 
+/* ---- float16 and bfloat16 rows: 16 elements (256 bits) per float vector ----------------------
+ * Loads widen to float, stores round once (to nearest even). Tails of r < 16 elements go
+ * through a small buffer: 16-bit masked loads and stores need AVX512BW. */
+SG_TARGET static inline __m256i sg_mload_u16x16(const uint16_t *p, size_t r)
+{
+    uint16_t b[16] = {0};
+    memcpy(b, p, r * sizeof *p);
+    return _mm256_loadu_si256((const __m256i *)b);
+}
+
+SG_TARGET static inline void sg_mstore_u16x16(uint16_t *p, size_t r, __m256i v)
+{
+    uint16_t b[16];
+    _mm256_storeu_si256((__m256i *)b, v);
+    memcpy(p, b, r * sizeof *p);
+}
+
+SG_TARGET static inline __m512 sg_bf16x16_to_ps(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* kernels_half.h's sg_f32_to_bf16 on 16 lanes */
+SG_TARGET static inline __m256i sg_ps_to_bf16x16(__m512 v)
+{
+    const __m512i b = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    const __m512i rounded =
+        _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), odd), 16);
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+}
+
+/* ---- float16 instance -------------------------------------------------------------------------- */
+#define FN(name) sg_avx512_##name##_f16
+#define SU 0x1p-11
+#define STOT1(h) sg_f16_to_f32(h)
+#define TTOS1(x) sg_f32_to_f16(x)
+#define SG_HL(h) _mm512_cvtph_ps(h)
+#define SG_HS(v) _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#include "kernels_avx512_half.h"
+#include "kernels_simd.h"
+#undef SG_HL
+#undef SG_HS
+
+/* ---- bfloat16 instance ------------------------------------------------------------------------- */
+#define FN(name) sg_avx512_##name##_bf16
+#define SU 0x1p-8
+#define STOT1(h) sg_bf16_to_f32(h)
+#define TTOS1(x) sg_f32_to_bf16(x)
+#define SG_HL(h) sg_bf16x16_to_ps(h)
+#define SG_HS(v) sg_ps_to_bf16x16(v)
+#include "kernels_avx512_half.h"
+#include "kernels_simd.h"
+#undef SG_HL
+#undef SG_HS
+
 const struct sg_kernels sg_kernels_avx512 = {
     .vjp_f32 = sg_avx512_vjp_f32,
     .vjp_f64 = sg_avx512_vjp_f64,
@@ -144,6 +208,12 @@ const struct sg_kernels sg_kernels_avx512 = {
     .add_f64 = sg_avx512_add_f64,
     .add_stream_f32 = sg_avx512_add_stream_f32,
     .add_stream_f64 = sg_avx512_add_stream_f64,
+    .vjp_f16 = sg_avx512_vjp_f16,
+    .vjp_bf16 = sg_avx512_vjp_bf16,
+    .vjp_stream_f16 = sg_avx512_vjp_stream_f16,
+    .vjp_stream_bf16 = sg_avx512_vjp_stream_bf16,
+    .softmax_f16 = sg_avx512_softmax_f16,
+    .softmax_bf16 = sg_avx512_softmax_bf16,
 };
 
 #endif /* x86-64 and not SG_NO_AVX512 */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_half.h"
 
 /* ---- the VJP and the forward pass: kernels_simd.h with vectors of one element -----------------
  * The same algorithm as the SIMD paths, written once there; these definitions make its vectors
@@ -70,6 +71,36 @@ static inline double sg_ldexp_f64(double p, double k)
 #define VLDEXP(p, k) sg_ldexp_f64(p, k)
 #include "kernels_simd.h"
 
+/* float16 and bfloat16 rows, computed in float: the float instance's operations, converted on
+ * load and rounded once on store by kernels_half.h. */
+#define FN(name) sg_scalar_##name##_f16
+#define T float
+#define V float
+#define S uint16_t
+#define SU 0x1p-11
+#define STOT1(h) sg_f16_to_f32(h)
+#define TTOS1(x) sg_f32_to_f16(x)
+#include "kernels_scalar_vocab.h"
+#define VFMADD(a, b, c) fmaf(a, b, c)
+#define VFNMADD(a, b, c) fmaf(-(a), b, c)
+#define VROUND(v) sg_round_f32(v)
+#define VLDEXP(p, k) sg_ldexp_f32(p, k)
+#include "kernels_simd.h"
+
+#define FN(name) sg_scalar_##name##_bf16
+#define T float
+#define V float
+#define S uint16_t
+#define SU 0x1p-8
+#define STOT1(h) sg_bf16_to_f32(h)
+#define TTOS1(x) sg_f32_to_bf16(x)
+#include "kernels_scalar_vocab.h"
+#define VFMADD(a, b, c) fmaf(a, b, c)
+#define VFNMADD(a, b, c) fmaf(-(a), b, c)
+#define VROUND(v) sg_round_f32(v)
+#define VLDEXP(p, k) sg_ldexp_f32(p, k)
+#include "kernels_simd.h"
+
 /* ---- the source thread's O(n^2) Jacobian-times-vector, as posted (non-SSE version) ------------ */
 
 #define SG_SCALAR_QUADRATIC(T, NAME)                                                               \
@@ -123,4 +154,10 @@ const struct sg_kernels sg_kernels_scalar = {
     .add_f64 = add_f64,
     .add_stream_f32 = add_f32,
     .add_stream_f64 = add_f64,
+    .vjp_f16 = sg_scalar_vjp_f16,
+    .vjp_bf16 = sg_scalar_vjp_bf16,
+    .vjp_stream_f16 = sg_scalar_vjp_stream_f16,
+    .vjp_stream_bf16 = sg_scalar_vjp_stream_bf16,
+    .softmax_f16 = sg_scalar_softmax_f16,
+    .softmax_bf16 = sg_scalar_softmax_bf16,
 };

@@ -8,7 +8,7 @@
  * Vocabulary the includer defines:
  *   SG_TARGET              function attribute enabling the ISA (e.g. target("avx2,fma"))
  *   FN(name)               the name of this (ISA, dtype) instance of a kernel
- *   T V M W                element type, vector type, tail-mask type, lanes per vector
+ *   T V M W                compute type, vector type, tail-mask type, lanes per vector
  *   VLOADU VSTOREU VSET1 VZERO VADD VSUB VMUL VFMADD(a, b, c) = a * b + c,
  *   VFNMADD(a, b, c) = c - a * b (each rounded once), VMAX(a, b) = a > b ? a : b lane-wise
  *   VLOADV(p)              the VJP's unaligned load: the same lanes as VLOADU, possibly by
@@ -31,6 +31,17 @@
  *   VPREFETCH(p)           prefetch the cache line holding p into L2
  *   VSTREAM(p, v)          non-temporal store to a vector-aligned p (no read-for-ownership)
  *   VSFENCE()              order the non-temporal stores before anything that follows
+ * Half-precision instances also define the storage type S of the rows, narrower than T (float16
+ * or bfloat16 bits as uint16_t, computed in T = float). Then VLOADU, VLOADV, VMLOADZ, VMLOAD_OR,
+ * VSTOREU, VSTREAM, VMSTORE and MTAIL are on S elements, converting in registers (stores round
+ * once, to nearest even), and these name the rest:
+ *   SU                     the unit roundoff of S (the probability-row test of the VJP)
+ *   STOT1(s) TTOS1(x)      one element S -> T, T -> S, with the vector conversions' bits
+ *   MT MTAILT VLOADT VSTORET VMLOADZT VMSTORET   tail mask and loads/stores of T elements (the
+ *                          forward pass's float buffer)
+ * Without S, S is T and these are the plain ones. Instances with S compile the rows' kernels
+ * only (VJP and forward), with the very same operations on the T values: every sum in T in the
+ * T instance's order, so a half row gives the T row's result, rounded once on store.
  *
  * Every sum in a row -- the VJP's dot product and shifted sum, the forward pass's sum of exp --
  * is kernels_sum.h's, whose order of operations depends on n only: not on the row's address,
@@ -38,6 +49,22 @@
  * same on every path (the exp included: its FMAs are fma() on the scalar path), so the results
  * are bitwise identical for any address, any thread count and every ISA path.
  */
+
+#ifndef S /* storage is the compute type */
+#define S T
+#define SU (sizeof(T) == 4 ? 0x1p-24 : 0x1p-53)
+#define STOT1(x) (x)
+#define TTOS1(x) (x)
+#define MT M
+#define MTAILT MTAIL
+#define VLOADT VLOADU
+#define VSTORET VSTOREU
+#define VMLOADZT VMLOADZ
+#define VMSTORET VMSTORE
+#define SG_WIDE 1
+#else
+#define SG_WIDE 0
+#endif
 
 /* ---- the row sums (kernels_sum.h) --------------------------------------------------------------- */
 
@@ -56,6 +83,7 @@
 
 /* Sums in T: the VJP's dot product <y, dy> and its shifted sum. FN(..._t) */
 #define RFN(name) FN(name##_t)
+#define RP S
 #define RT T
 #define RV V
 #define RW W
@@ -70,8 +98,10 @@
 #define RKEEP(v) VKEEP(v)
 #include "kernels_sum.h"
 
-/* Sums in ACC_T (double): the forward pass's sum of exp. FN(..._acc) */
+/* Sums in ACC_T (double): the forward pass's sum of exp, over T elements (out, or the buffer of
+ * half rows). FN(..._acc) */
 #define RFN(name) FN(name##_acc)
+#define RP T
 #define RT ACC_T
 #define RV ACC_V
 #define RW ACC_W
@@ -100,7 +130,8 @@
  * formula's bits: two operations, subtract then multiply, never fused, as in NumPy; NaN and inf
  * propagate the same way). The dot product's pass also keeps max y, lane-wise, so a row that is
  * not confident costs nothing more; a confident one pays a search for c and one more sum.
- * Rows with a NaN, an infinity or an overflow keep the plain form (see row_coeffs). Every sum
+ * Rows that are no probability vector, and rows with a NaN, an infinity or an overflow, keep the
+ * plain form (see row_coeffs for the rule, the NumPy library's). Every sum
  * is kernels_sum.h's, so the bits depend on n only. */
 
 #ifndef SG_PREFETCH_BYTES
@@ -134,16 +165,16 @@
 
 /* Elements before the first vector-aligned address of p (at most n). Only elementwise passes
  * peel such a head (to align their stores): it changes no value. */
-SG_TARGET static inline size_t FN(head)(const T *p, size_t n)
+SG_TARGET static inline size_t FN(head)(const S *p, size_t n)
 {
-    const size_t h = (size_t)((0u - (uintptr_t)p) % (W * sizeof(T))) / sizeof(T);
+    const size_t h = (size_t)((0u - (uintptr_t)p) % (W * sizeof(S))) / sizeof(S);
     return h < n ? h : n;
 }
 
 /* out[i:n] = y * ((dy - A) + tv), from an index i where out is vector-aligned or from which the
  * rest is short. */
-SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                            T *SG_RESTRICT out, size_t i, size_t n, V A, V tv,
+SG_TARGET static inline void FN(scale_from)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                            S *SG_RESTRICT out, size_t i, size_t n, V A, V tv,
                                             int shifted, int narrow)
 {
     for (; i + 4 * W <= n; i += 4 * W)
@@ -167,12 +198,13 @@ SG_TARGET static inline void FN(scale_from)(const T *SG_RESTRICT y, const T *SG_
 #endif
 #define SG_SHORT_ROW(n) ((n) < SG_SHORT_VECTORS * W)
 
-SG_TARGET static inline void FN(scale_short)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                             T *SG_RESTRICT out, size_t n, T a, T t, int shifted)
+SG_TARGET static inline void FN(scale_short)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                             S *SG_RESTRICT out, size_t n, T a, T t, int shifted)
 {
     if (n < W) {
         for (size_t j = 0; j < n; ++j)
-            out[j] = shifted ? y[j] * ((dy[j] - a) + t) : y[j] * (dy[j] - a);
+            out[j] = TTOS1(shifted ? STOT1(y[j]) * ((STOT1(dy[j]) - a) + t)
+                                   : STOT1(y[j]) * (STOT1(dy[j]) - a));
         return;
     }
     const V A = VSET1(a), tv = VSET1(t);
@@ -185,8 +217,8 @@ SG_TARGET static inline void FN(scale_short)(const T *SG_RESTRICT y, const T *SG
 
 /* out = y * ((dy - a) + t) for one row, elementwise, so its order is free: a masked head brings
  * out to a vector boundary first. */
-SG_TARGET static inline void FN(row_scale_as)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                              T *SG_RESTRICT out, size_t n, T a, T t, int shifted,
+SG_TARGET static inline void FN(row_scale_as)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                              S *SG_RESTRICT out, size_t n, T a, T t, int shifted,
                                               int narrow)
 {
     if (SG_SHORT_ROW(n)) {
@@ -203,8 +235,8 @@ SG_TARGET static inline void FN(row_scale_as)(const T *SG_RESTRICT y, const T *S
 }
 
 /* The same with shifted a constant in each branch. */
-SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                           T *SG_RESTRICT out, size_t n, T a, T t, int shifted,
+SG_TARGET static inline void FN(row_scale)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                           S *SG_RESTRICT out, size_t n, T a, T t, int shifted,
                                            int narrow)
 {
     if (shifted)
@@ -216,7 +248,7 @@ SG_TARGET static inline void FN(row_scale)(const T *SG_RESTRICT y, const T *SG_R
 /* The first index of m in y (m is y's maximum, so it is there unless a NaN hid it from the
  * group maxima; then the scalar loop finds it, or returns n). Groups of L elements by a max
  * tree first, elementwise inside the group that holds m. */
-SG_TARGET static inline size_t FN(find)(const T *SG_RESTRICT y, size_t n, T m)
+SG_TARGET static inline size_t FN(find)(const S *SG_RESTRICT y, size_t n, T m)
 {
     size_t i = 0;
     for (; i + SG_LANES <= n; i += SG_LANES) {
@@ -227,27 +259,41 @@ SG_TARGET static inline size_t FN(find)(const T *SG_RESTRICT y, size_t n, T m)
             break;
     }
     for (; i < n; ++i)
-        if (y[i] == m)
+        if (STOT1(y[i]) == m)
             return i;
     for (i = 0; i < n; ++i)
-        if (y[i] == m)
+        if (STOT1(y[i]) == m)
             return i;
     return n;
 }
 
-/* The row's (a, t) from its dot product and its max (see the top of this section). A row with a
- * NaN or an infinity in y or dy has a dot product that is NaN or infinite (every product with
- * such a factor is, and so is any sum with such a term), and so has a row whose dot product
- * overflowed: both keep the plain formula, so NaN and inf land where it puts them. */
-SG_TARGET static inline int FN(row_coeffs)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
+/* Slack of the test that a row is a probability vector, |1 - sum_j y_j| <= (n + SG_SUM_SLACK) u:
+ * a softmax output is within a few u of 1 (softmax_grad.vjp's _SUM_SLACK, the same rule). */
+#ifndef SG_SUM_SLACK
+#define SG_SUM_SLACK 16
+#endif
+
+/* The row's (a, t) from its dot product and its max (see the top of this section): the accurate
+ * form iff (i) y_c >= 1/2 at the first argmax c, (ii) |1 - sum_j y_j| <= (n + 16) u (the row is
+ * a probability vector, where the two forms agree; sum_j y_j is taken in the shifted sum's pass,
+ * in the same order, so only confident rows pay for it), (iii) <y, dy> and (iv) t are finite.
+ * A row with a NaN or an infinity in y or dy has a dot product that is NaN or infinite (every
+ * product with such a factor is, and so is any sum with such a term), and so has a row whose dot
+ * product overflowed: they keep the plain formula, so NaN and inf land where it puts them. */
+SG_TARGET static inline int FN(row_coeffs)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
                                            size_t n, T dot, V mx, T *a, T *t, int narrow)
 {
     if (dot - dot == 0 && VHMAX(mx) >= (T)0.5) {
         const size_t c = FN(find)(y, n, VHMAX(mx));
         if (c < n) {
-            *a = dy[c];
-            *t = FN(sum_t)(y, dy, VSET1(dy[c]), n, SG_TERM_SHIFTED, narrow, NULL);
-            return 1;
+            const T ac = STOT1(dy[c]);
+            T ysum;
+            const T tc = FN(sum_t)(y, dy, VSET1(ac), n, SG_TERM_SHIFTED, narrow, NULL, &ysum);
+            if (tc - tc == 0 && fabs(1.0 - (double)ysum) <= ((double)n + SG_SUM_SLACK) * SU) {
+                *a = ac;
+                *t = tc;
+                return 1;
+            }
         }
     }
     *a = dot;
@@ -256,11 +302,11 @@ SG_TARGET static inline int FN(row_coeffs)(const T *SG_RESTRICT y, const T *SG_R
 }
 
 /* One row, passes one after the other. */
-SG_TARGET static inline void FN(row)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                     T *SG_RESTRICT out, size_t n, int narrow)
+SG_TARGET static inline void FN(row)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                     S *SG_RESTRICT out, size_t n, int narrow)
 {
     V mx = VZERO;
-    const T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, narrow, &mx);
+    const T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, narrow, &mx, NULL);
     T a, t;
     const int shifted = FN(row_coeffs)(y, dy, n, dot, mx, &a, &t, narrow);
     FN(row_scale)(y, dy, out, n, a, t, shifted, narrow);
@@ -271,9 +317,9 @@ SG_TARGET static inline void FN(row)(const T *SG_RESTRICT y, const T *SG_RESTRIC
  * output is elementwise, so its order is free: a masked head brings out to a vector boundary,
  * then the fused loop writes it with non-temporal stores (no read-for-ownership: memory moves 3
  * streams' worth instead of 4; same values, so the same bits). */
-SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T *SG_RESTRICT dy,
-                                                 T *SG_RESTRICT out, const T *SG_RESTRICT yn,
-                                                 const T *SG_RESTRICT dyn, size_t n, T a, T t,
+SG_TARGET static inline T FN(row_scale_next_dot)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                                 S *SG_RESTRICT out, const S *SG_RESTRICT yn,
+                                                 const S *SG_RESTRICT dyn, size_t n, T a, T t,
                                                  int shifted, V *mx)
 {
     const V A = VSET1(a), tv = VSET1(t);
@@ -289,11 +335,11 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
     for (; j + SG_LANES <= n && i + SG_LANES <= n; j += SG_LANES, i += SG_LANES) {
         /* Ahead of the hardware prefetcher: the next rows' lines into L2, SG_PREFETCH_BYTES on.
          * Prefetches never fault, so running past the end of the block is harmless. */
-        for (int k = 0; k < SG_LANES; k += 64 / (int)sizeof(T)) {
-            VPREFETCH(yn + j + k + SG_PREFETCH_BYTES / sizeof(T));
-            VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(T));
+        for (int k = 0; k < SG_LANES; k += 64 / (int)sizeof(S)) {
+            VPREFETCH(yn + j + k + SG_PREFETCH_BYTES / sizeof(S));
+            VPREFETCH(dyn + j + k + SG_PREFETCH_BYTES / sizeof(S));
         }
-        FN(group_t)(ln, &ct, yn, dyn, VZERO, j, SG_TERM_DOT, 0, mx);
+        FN(group_t)(ln, NULL, yn, dyn, VZERO, j, SG_TERM_DOT, 0, mx);
         if ((j + SG_LANES) % ((size_t)SG_SUM_ROUNDS * SG_LANES) == 0)
             FN(flush_t)(ln, &ct, SG_LANES / W);
         for (int k = 0; k < SG_LANES; k += 4 * W)
@@ -302,15 +348,15 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const T *SG_RESTRICT y, const T
     for (; i + 4 * W <= n; i += 4 * W)
         SG_SCALE_ST4(VSTREAM, shifted, 0, out, y, dy, A, tv, i);
     FN(scale_from)(y, dy, out, i, n, A, tv, shifted, 0);
-    return FN(finish_t)(ln, &ct, yn, dyn, VZERO, j, n, SG_TERM_DOT, 0, mx);
+    return FN(finish_t)(ln, &ct, yn, dyn, VZERO, j, n, SG_TERM_DOT, 0, mx, NULL, NULL, NULL);
 }
 
 /* Rows in cache: the passes, one row after the other. */
 SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
-    const T *SG_RESTRICT y = a;
-    const T *SG_RESTRICT dy = b;
-    T *SG_RESTRICT out = o;
+    const S *SG_RESTRICT y = a;
+    const S *SG_RESTRICT dy = b;
+    S *SG_RESTRICT out = o;
     for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
         FN(row)(y, dy, out, n, 1);
 }
@@ -318,9 +364,9 @@ SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows
 /* Rows streamed from memory: the passes pipelined across rows (see the top of this section). */
 SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
-    const T *SG_RESTRICT y = a;
-    const T *SG_RESTRICT dy = b;
-    T *SG_RESTRICT out = o;
+    const S *SG_RESTRICT y = a;
+    const S *SG_RESTRICT dy = b;
+    S *SG_RESTRICT out = o;
     if (rows == 0)
         return;
     if (SG_SHORT_ROW(n)) { /* the cache variant's rows: its bits, and no pipelining to gain */
@@ -328,7 +374,7 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
         return;
     }
     V mx = VZERO;
-    T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, 0, &mx);
+    T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, 0, &mx, NULL);
     T ca, ct;
     int shifted = FN(row_coeffs)(y, dy, n, dot, mx, &ca, &ct, 0);
     for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n) {
@@ -404,15 +450,72 @@ SG_TARGET static inline V FN(exp)(V x, V nm)
     return VLDEXP(p, k);
 }
 
-/* ---- forward softmax: four passes over a row that stays in cache ------------------------------ */
+/* ---- forward softmax: four passes over a row that stays in cache ------------------------------
+ * Pass 1 finds the row maximum m, pass 2 writes e = exp(x - m) to E, pass 3 sums E in double, in
+ * kernels_sum.h's order, pass 4 writes out = e * (1/sum). E is out itself when S is T. A half
+ * row's out cannot hold the float e, so E is a float buffer on the stack: rows up to
+ * SG_EXP_CHUNK elements are computed exactly as a float row is, and rounded once in pass 4;
+ * longer rows go through the buffer in pieces of whole blocks of the sum (the same operations
+ * in the same order, kernels_sum.h's feed) and pass 4 computes each e again (the same bits).
+ * Either way a half row's result is the float row's, rounded once. */
+#ifndef SG_EXP_CHUNK
+#define SG_EXP_CHUNK 4096 /* float elements (16 KiB): a multiple of the double sum's block */
+#endif
+
+/* e = exp(x + nm) for n elements of x into e (T elements), elementwise. */
+SG_TARGET static inline void FN(exp_into)(const S *SG_RESTRICT x, T *SG_RESTRICT e, size_t n,
+                                          V nm)
+{
+    size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        VSTORET(e + i, FN(exp)(VLOADU(x + i), nm));
+        VSTORET(e + i + W, FN(exp)(VLOADU(x + i + W), nm));
+        VSTORET(e + i + 2 * W, FN(exp)(VLOADU(x + i + 2 * W), nm));
+        VSTORET(e + i + 3 * W, FN(exp)(VLOADU(x + i + 3 * W), nm));
+    }
+    for (; i + W <= n; i += W)
+        VSTORET(e + i, FN(exp)(VLOADU(x + i), nm));
+    if (i < n) /* the -inf fill gives exp = 0 in the lanes past the row */
+        VMSTORET(e + i, MTAILT(n - i),
+                 FN(exp)(VMLOAD_OR(x + i, MTAIL(n - i), VSET1(-(T)INFINITY)), nm));
+}
+
+/* Pass 4 for n elements: out = e * inv, e read from e, or computed again from x when e is NULL
+ * (out may be e itself: each element is read before it is written). */
+#define SG_EXP_AT(e, x, nm, i) ((e) ? VLOADT((e) + (i)) : FN(exp)(VLOADU((x) + (i)), nm))
+SG_TARGET static inline void FN(scale_into)(const T *e, const S *SG_RESTRICT x, S *out, size_t n,
+                                            V nm, V inv)
+{
+    size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        VSTOREU(out + i, VMUL(SG_EXP_AT(e, x, nm, i), inv));
+        VSTOREU(out + i + W, VMUL(SG_EXP_AT(e, x, nm, i + W), inv));
+        VSTOREU(out + i + 2 * W, VMUL(SG_EXP_AT(e, x, nm, i + 2 * W), inv));
+        VSTOREU(out + i + 3 * W, VMUL(SG_EXP_AT(e, x, nm, i + 3 * W), inv));
+    }
+    for (; i + W <= n; i += W)
+        VSTOREU(out + i, VMUL(SG_EXP_AT(e, x, nm, i), inv));
+    if (i < n) {
+        const V v = e ? VMLOADZT(e + i, MTAILT(n - i))
+                      : FN(exp)(VMLOAD_OR(x + i, MTAIL(n - i), VSET1(-(T)INFINITY)), nm);
+        VMSTORE(out + i, MTAIL(n - i), VMUL(v, inv));
+    }
+}
+#undef SG_EXP_AT
 
 SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
     (void)b;
-    const T *SG_RESTRICT x = a;
-    T *SG_RESTRICT out = o;
+    const S *SG_RESTRICT x = a;
+    S *out = o;
     const M tail = MTAIL(n % W);
     const V minus_inf = VSET1(-(T)INFINITY);
+    /* the buffer of half rows (one element, unused, when S is T) */
+    __attribute__((aligned(64))) T buf[SG_WIDE ? 1 : SG_EXP_CHUNK];
+    size_t piece = SG_WIDE ? n : SG_EXP_CHUNK;
+    /* An empty asm that may change piece: with the constant, gcc 12 warned that the scalar
+     * instance's exp loop would overflow i (-Waggressive-loop-optimizations; it cannot). */
+    __asm__("" : "+r"(piece));
     for (size_t r = 0; r < rows; ++r, x += n, out += n) {
         /* Pass 1: the row maximum. A NaN may or may not survive VMAX, but a NaN logit makes the
          * sum below NaN and with it the whole row, as in the NumPy formula, whatever m is. */
@@ -433,39 +536,33 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
             m = 0;
         const V nm = VSET1(-m);
 
-        /* Pass 2: e = exp(x - m) into out, elementwise. */
-        for (i = 0; i + 4 * W <= n; i += 4 * W) {
-            VSTOREU(out + i, FN(exp)(VLOADU(x + i), nm));
-            VSTOREU(out + i + W, FN(exp)(VLOADU(x + i + W), nm));
-            VSTOREU(out + i + 2 * W, FN(exp)(VLOADU(x + i + 2 * W), nm));
-            VSTOREU(out + i + 3 * W, FN(exp)(VLOADU(x + i + 3 * W), nm));
+        /* Passes 2 and 3: e = exp(x - m) into E, elementwise, and their sum, in double, in
+         * kernels_sum.h's order (e is back from L1/L2); in pieces for long half rows. */
+        T *const E = SG_WIDE ? (T *)out : buf;
+        FN(lanes_acc) ln;
+        FN(counter_acc) ct;
+        FN(init_acc)(ln, &ct);
+        size_t c0 = 0;
+        for (; n - c0 > piece; c0 += piece) {
+            FN(exp_into)(x + c0, E, piece, nm);
+            FN(feed_acc)(ln, &ct, E, piece);
         }
-        for (; i + W <= n; i += W)
-            VSTOREU(out + i, FN(exp)(VLOADU(x + i), nm));
-        if (i < n) /* the -inf fill gives exp = 0 in the lanes past the row */
-            VMSTORE(out + i, tail, FN(exp)(VMLOAD_OR(x + i, tail, minus_inf), nm));
-
-        /* Pass 3: their sum, in double, in kernels_sum.h's order (e is back from L1/L2). */
-        const double sum = FN(sum_acc)(out, NULL, ACC_ZERO, n, SG_TERM_SUM, 0, NULL);
+        const size_t last = n - c0;
+        FN(exp_into)(x + c0, E, last, nm);
+        const double sum =
+            FN(finish_acc)(ln, &ct, E, NULL, ACC_ZERO, 0, last, SG_TERM_SUM, 0, NULL, NULL, NULL,
+                           NULL);
 
         /* Pass 4: scale by 1/sum. A +inf logit (the only way to an infinite sum) leaves the row
          * without a defined softmax, so it is NaN throughout, as in softmax_grad.softmax; an all
          * -inf row has sum = 0 and 0 * inf = NaN, exactly as 0 / 0. */
         const V inv = VSET1((T)(isinf(sum) ? NAN : 1.0 / sum));
-        for (i = 0; i + 4 * W <= n; i += 4 * W) {
-            VSTOREU(out + i, VMUL(VLOADU(out + i), inv));
-            VSTOREU(out + i + W, VMUL(VLOADU(out + i + W), inv));
-            VSTOREU(out + i + 2 * W, VMUL(VLOADU(out + i + 2 * W), inv));
-            VSTOREU(out + i + 3 * W, VMUL(VLOADU(out + i + 3 * W), inv));
-        }
-        for (; i + W <= n; i += W)
-            VSTOREU(out + i, VMUL(VLOADU(out + i), inv));
-        if (i < n)
-            VMSTORE(out + i, tail, VMUL(VMLOADZ(out + i, tail), inv));
+        FN(scale_into)(c0 ? NULL : E, x, out, n, nm, inv);
     }
 }
 
-#ifndef SG_ROWS_ONLY /* kernels_scalar.c keeps its own O(n^2) loop and floor */
+#if !defined(SG_ROWS_ONLY) && SG_WIDE /* kernels_scalar.c keeps its own O(n^2) loop and floor;
+                                          * half rows have neither */
 
 /* ---- the source thread's O(n^2) algorithm (its AVX version), without its restrictions ---------- */
 
@@ -558,7 +655,7 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 
 #undef SG_ADD_1
 #undef SG_ADD_4
-#endif /* SG_ROWS_ONLY */
+#endif /* SG_ROWS_ONLY, SG_WIDE */
 #undef SG_LOAD
 
 /* The vocabulary is per instance: the next inclusion defines it afresh. */
@@ -589,6 +686,17 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 #undef VFNMADD
 #undef VROUND
 #undef VLDEXP
-/* ACC_T ... ACC_HSUM (double vectors, the same for both instances) stay defined */
+#undef S
+#undef SU
+#undef STOT1
+#undef TTOS1
+#undef MT
+#undef MTAILT
+#undef VLOADT
+#undef VSTORET
+#undef VMLOADZT
+#undef VMSTORET
+#undef SG_WIDE
+/* ACC_T ... ACC_HSUM (double vectors, the same for every instance) stay defined */
 #undef ACC_LOAD
 #undef ACC_MLOADZ

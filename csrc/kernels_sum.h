@@ -22,6 +22,7 @@
  *
  * Vocabulary (per inclusion):
  *   RFN(name)           the name of this instance's function
+ *   RP                  the element type p and q point to (a row's storage type, or a buffer's)
  *   RT RV RW            accumulator scalar type, vector type, lanes per vector
  *   RZERO RADD RMUL RSUB RMAX   as VZERO ... for RV
  *   RHSUM(v)            the halving tree inside one vector: lane w += lane w + RW/2, ... -> RT
@@ -31,6 +32,8 @@
  * Term kinds (a constant after inlining): SG_TERM_SUM p_j, SG_TERM_DOT p_j * q_j (rounded, then
  * added: never fused, so the scalar path needs no fma and overflow is the product's, as in
  * NumPy), SG_TERM_SHIFTED p_j * (c - q_j).
+ * A second sum, of p_j alone, can ride along in the same pass (sl, sc below: NULL when not
+ * wanted, a constant after inlining): its own lanes and counter, in the very same order.
  */
 
 #define RL (SG_SUM_BYTES / (int)sizeof(RT))
@@ -57,7 +60,7 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(init)(RV *SG_RESTRICT ln, RFN(
 }
 
 /* The term vector of elements [k, k + RW) whose p-part x was loaded already. */
-SG_TARGET SG_ALWAYS_INLINE static inline RV RFN(term)(RV x, const T *SG_RESTRICT q, RV c, size_t k, int kind,
+SG_TARGET SG_ALWAYS_INLINE static inline RV RFN(term)(RV x, const RP *SG_RESTRICT q, RV c, size_t k, int kind,
                                      int narrow)
 {
     (void)narrow; /* when RLOAD ignores it */
@@ -70,7 +73,7 @@ SG_TARGET SG_ALWAYS_INLINE static inline RV RFN(term)(RV x, const T *SG_RESTRICT
 
 /* The same for the first r < RW elements from k, +0 in the other lanes (c - 0 is finite: c
  * always is). */
-SG_TARGET SG_ALWAYS_INLINE static inline RV RFN(term_tail)(RV x, const T *SG_RESTRICT q, RV c, size_t k, size_t r,
+SG_TARGET SG_ALWAYS_INLINE static inline RV RFN(term_tail)(RV x, const RP *SG_RESTRICT q, RV c, size_t k, size_t r,
                                           int kind)
 {
     if (kind == SG_TERM_SUM)
@@ -83,8 +86,8 @@ SG_TARGET SG_ALWAYS_INLINE static inline RV RFN(term_tail)(RV x, const T *SG_RES
 /* L elements from i (a multiple of L) into the L lanes. With mx, also the lane-wise maximum of
  * p (exact and order-free), by a pairwise tree built as the vectors arrive, which keeps both its
  * dependency chain and the registers it holds short. */
-SG_TARGET SG_ALWAYS_INLINE static inline void RFN(group)(RV *SG_RESTRICT ln, RFN(counter) *ct, const T *SG_RESTRICT p,
-                                        const T *SG_RESTRICT q, RV c, size_t i, int kind,
+SG_TARGET SG_ALWAYS_INLINE static inline void RFN(group)(RV *SG_RESTRICT ln, RV *SG_RESTRICT sl, const RP *SG_RESTRICT p,
+                                        const RP *SG_RESTRICT q, RV c, size_t i, int kind,
                                         int narrow, RV *mx)
 {
     RV level[8]; /* level[k]: the maximum of the last 2^k vectors not yet paired */
@@ -97,6 +100,8 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(group)(RV *SG_RESTRICT ln, RFN
         if (mx)
             RKEEP(x); /* the maximum reuses this load instead of loading p again */
         ln[a] = RADD(ln[a], RFN(term)(x, q, c, k, kind, narrow));
+        if (sl)
+            sl[a] = RADD(sl[a], x);
         if (mx) {
             RV m = x;
             int l = 0;
@@ -111,8 +116,8 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(group)(RV *SG_RESTRICT ln, RFN
 
 /* The last n - i < L elements from i (a multiple of L); lanes past n get nothing (and load +0,
  * which the maximum may see: it is only compared with 1/2). */
-SG_TARGET SG_ALWAYS_INLINE static inline void RFN(partial)(RV *SG_RESTRICT ln, RFN(counter) *ct, const T *SG_RESTRICT p,
-                                          const T *SG_RESTRICT q, RV c, size_t i, size_t n,
+SG_TARGET SG_ALWAYS_INLINE static inline void RFN(partial)(RV *SG_RESTRICT ln, RV *SG_RESTRICT sl, const RP *SG_RESTRICT p,
+                                          const RP *SG_RESTRICT q, RV c, size_t i, size_t n,
                                           int kind, int narrow, RV *mx)
 {
     SG_UNROLL for (int a = 0; a < RA; ++a) {
@@ -127,6 +132,8 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(partial)(RV *SG_RESTRICT ln, R
         } else {
             break;
         }
+        if (sl)
+            sl[a] = RADD(sl[a], x);
         if (mx)
             *mx = RMAX(x, *mx);
     }
@@ -160,39 +167,67 @@ SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(result)(RFN(counter) *ct)
 }
 
 /* The rest of the row's sum from i (a multiple of L; the lanes hold the terms before i, of the
- * block i falls in). */
-SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(finish)(RV *SG_RESTRICT ln, RFN(counter) *ct, const T *SG_RESTRICT p,
-                                       const T *SG_RESTRICT q, RV c, size_t i, size_t n,
-                                       int kind, int narrow, RV *mx)
+ * block i falls in), and with sl, sc the sum of p alike, into *psum. */
+SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(finish)(RV *SG_RESTRICT ln, RFN(counter) *ct, const RP *SG_RESTRICT p,
+                                       const RP *SG_RESTRICT q, RV c, size_t i, size_t n,
+                                       int kind, int narrow, RV *mx, RV *SG_RESTRICT sl,
+                                       RFN(counter) *sc, RT *psum)
 {
     for (; i + RL <= n;) {
-        RFN(group)(ln, ct, p, q, c, i, kind, narrow, mx);
+        RFN(group)(ln, sl, p, q, c, i, kind, narrow, mx);
+        i += RL;
+        if (i % RK == 0) {
+            RFN(flush)(ln, ct, RA);
+            if (sl)
+                RFN(flush)(sl, sc, RA);
+        }
+    }
+    if (n % RK) {
+        RFN(partial)(ln, sl, p, q, c, i, n, kind, narrow, mx);
+        /* a row shorter than L fills only its first accumulator vectors */
+        const int used = n < (size_t)RL ? (int)((n + RW - 1) / RW) : RA;
+        RFN(flush)(ln, ct, used);
+        if (sl)
+            RFN(flush)(sl, sc, used);
+    }
+    if (sl)
+        *psum = RFN(result)(sc);
+    return RFN(result)(ct);
+}
+
+/* Whole blocks of a row's sum taken in pieces (the forward pass of half rows, whose terms pass
+ * through a buffer): n elements of p, a multiple of the block K, into a sum in progress that
+ * holds whole blocks only; the last piece goes to finish, from its own i = 0. The same
+ * operations as one pass over the row. */
+SG_TARGET SG_ALWAYS_INLINE static inline void RFN(feed)(RV *SG_RESTRICT ln, RFN(counter) *ct,
+                                                       const RP *SG_RESTRICT p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        RFN(group)(ln, NULL, p, NULL, RZERO, i, SG_TERM_SUM, 0, NULL);
         i += RL;
         if (i % RK == 0)
             RFN(flush)(ln, ct, RA);
     }
-    if (n % RK) {
-        RFN(partial)(ln, ct, p, q, c, i, n, kind, narrow, mx);
-        /* a row shorter than L fills only its first accumulator vectors */
-        RFN(flush)(ln, ct, n < (size_t)RL ? (int)((n + RW - 1) / RW) : RA);
-    }
-    return RFN(result)(ct);
 }
 
-/* The sum of a whole row of n >= 1 elements (and, with mx, the maximum of p). */
-SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum)(const T *SG_RESTRICT p, const T *SG_RESTRICT q, RV c,
-                                    size_t n, int kind, int narrow, RV *mx)
+/* The sum of a whole row of n >= 1 elements (with mx, also the maximum of p; with psum, also
+ * the sum of p, in the same order). */
+SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum)(const RP *SG_RESTRICT p, const RP *SG_RESTRICT q, RV c,
+                                    size_t n, int kind, int narrow, RV *mx, RT *psum)
 {
-    RFN(lanes) ln;
-    RFN(counter) ct;
+    RFN(lanes) ln, sl;
+    RFN(counter) ct, sc;
     RFN(init)(ln, &ct);
-    return RFN(finish)(ln, &ct, p, q, c, 0, n, kind, narrow, mx);
+    if (psum)
+        RFN(init)(sl, &sc);
+    return RFN(finish)(ln, &ct, p, q, c, 0, n, kind, narrow, mx, psum ? sl : NULL, &sc, psum);
 }
 
 #undef RL
 #undef RA
 #undef RK
 #undef RFN
+#undef RP
 #undef RT
 #undef RV
 #undef RW

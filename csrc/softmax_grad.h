@@ -19,6 +19,7 @@
 #define SOFTMAX_GRAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Instruction-set paths. Bit (1 << SG_ISA_x) of sg_available_isas() says whether path x can run. */
 enum sg_isa { SG_ISA_SCALAR = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2 };
@@ -39,9 +40,9 @@ enum sg_status {
     SG_OVERLAP = 5        /* out overlaps an input */
 };
 
-/* Bitmask of usable ISA paths: scalar always; AVX2 when the CPU has AVX2 and FMA and the OS saves
- * the YMM state; AVX-512 when the CPU has AVX-512F (plus AVX2 and FMA) and the OS saves the ZMM
- * state. Read once (cpuid + xgetbv) and cached. */
+/* Bitmask of usable ISA paths: scalar always; AVX2 when the CPU has AVX2, FMA and F16C and the OS
+ * saves the YMM state; AVX-512 when the CPU has AVX-512F (plus AVX2, FMA and F16C) and the OS
+ * saves the ZMM state. Read once (cpuid + xgetbv) and cached. */
 int sg_available_isas(void);
 
 /* Softmax VJP: out[r, i] = y[r, i] * (dy[r, i] - sum_j y[r, j] * dy[r, j]). O(n) per row. */
@@ -54,6 +55,17 @@ int sg_softmax_vjp_f64(const double *y, const double *dy, double *out, size_t ro
  * (m = 0 when it is not finite, as in softmax_grad.softmax). */
 int sg_softmax_f32(const float *x, float *out, size_t rows, size_t n, int isa, int threads);
 int sg_softmax_f64(const double *x, double *out, size_t rows, size_t n, int isa, int threads);
+
+/* The same two for float16 (_f16) and bfloat16 (_bf16) arrays, as their 16-bit patterns:
+ * converted to float on load, computed exactly as the float32 functions compute the converted
+ * rows, and rounded once to nearest even on store (NaN stays NaN, overflow gives inf). */
+int sg_softmax_vjp_f16(const uint16_t *y, const uint16_t *dy, uint16_t *out, size_t rows,
+                       size_t n, int isa, int threads);
+int sg_softmax_vjp_bf16(const uint16_t *y, const uint16_t *dy, uint16_t *out, size_t rows,
+                        size_t n, int isa, int threads);
+int sg_softmax_f16(const uint16_t *x, uint16_t *out, size_t rows, size_t n, int isa, int threads);
+int sg_softmax_bf16(const uint16_t *x, uint16_t *out, size_t rows, size_t n, int isa,
+                    int threads);
 
 /* The source thread's O(n^2) algorithm, per row: out[i] = sum_j dy[j] * y[j] * (-y[i]), then
  * out[i] += y[i] * dy[i]. Mathematically equal to the VJP; kept to measure it. */

@@ -105,15 +105,34 @@ def test_targets_on_made_up_numbers():
         _case("vjp", "native", 1160.0, one, threads=None, v="out"),
         _case("vjp", "cffi-minimum", 1000.0, one, v="out"),
     ]
-    targets = results.evaluate_targets(cases, ("scalar", nat), [one, big, huge], ["float32"], [1])
+    # bfloat16 VJP: torch 95 / native 100 at 64x1000 (0.95 < 1.0 fails), 120 / 100 at 1024x1024
+    small = (64, 1000)
+    cases += [
+        _case("vjp", "native", 100.0, small, "bfloat16", isa=nat),
+        _case("vjp", "torch", 95.0, small, "bfloat16"),
+        _case("vjp", "native", 100.0, big, "bfloat16", isa=nat),
+        _case("vjp", "torch", 120.0, big, "bfloat16"),
+    ]
+    targets = results.evaluate_targets(
+        cases, ("scalar", nat), [one, big, huge], ["float32"], [1], [(64, 10), small, big]
+    )
     by_id = {t["id"]: t for t in targets}
     assert _status(targets) == {
         "vjp_vs_torch": "PASS",
         "vjp_vs_torch_4096": "FAIL",
         "vjp_vs_floor": "FAIL",
+        "vjp_vs_torch_bf16": "FAIL",
         "softmax_vs_torch": "FAIL",
         "validation_overhead": "FAIL",
     }
+    # 64x10 is below 64x1000: left out; the others as computed above
+    bf16 = by_id["vjp_vs_torch_bf16"]["checks"]
+    assert [(c["shape"], c["dtype"]) for c in bf16] == [
+        ([64, 1000], "bfloat16"),
+        ([1024, 1024], "bfloat16"),
+    ]
+    assert [c["value"] for c in bf16] == [pytest.approx(0.95), pytest.approx(1.20)]
+    assert by_id["vjp_vs_torch_bf16"]["worst"]["value"] == pytest.approx(0.95)
     # 1x10 is a per-call shape: the torch target leaves it out.
     assert [c["shape"] for c in by_id["vjp_vs_torch"]["checks"]] == [[1024, 1024], [4096, 4096]]
     assert [c["value"] for c in by_id["vjp_vs_torch"]["checks"]] == [
@@ -171,6 +190,15 @@ def test_plan_separates_peers_by_process():
         (op, "jax", None, None, "alloc") for op in ("vjp", "softmax")
     }
     assert measure.worker_names((1, 2), True, True)[-1] == "jax"
+    assert measure.plan_series((64, 1000), isas, "jax", "bfloat16") == []
+    # bfloat16: the VJP only, and no floor or cffi minimum (both are float32/float64 only)
+    half1 = measure.plan_series((64, 1000), isas, "ours-1", "bfloat16")
+    assert {s.key for s in half1} == {("vjp", "numpy", None, 1, "alloc")} | {
+        ("vjp", "native", i, 1, "out") for i in isas
+    }
+    assert {s.key for s in measure.plan_series((64, 1000), isas, "torch-2", "bfloat16")} == {
+        ("vjp", "torch", None, 2, "out")
+    }
     with pytest.raises(ValueError, match="ours-<threads>"):
         measure.parse_worker("jax-1")
 
@@ -183,16 +211,8 @@ def quick_result(tmp_path_factory):
     from softmax_grad import native  # must import: the benchmark is about it
 
     out = tmp_path_factory.mktemp("bench") / "result.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.run",
-        "--quick",
-        "--shapes",
-        "1x10",
-        "--no-torch",
-        "--no-jax",
-    ]
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--shapes", "1x10", "--no-torch"]
+    cmd += ["--no-jax", "--bf16-shapes", "64x10"]  # a small bfloat16 group (the VJP only)
     proc = subprocess.run(
         [*cmd, "--quiet", "--control", "--out", str(out)],
         capture_output=True,
@@ -218,7 +238,8 @@ def test_top_level_fields(quick_result):
     assert v["torch"] is None and any("PyTorch" in n for n in r["notes"])
     assert v["jax"] is None and any("JAX left out" in n for n in r["notes"])
     assert r["config"]["workers"] == ["ours-1", "ours-2"]
-    assert len(r["load_average"]["start"]) == 3 and len(r["load_average"]["groups"]) == 2
+    assert len(r["load_average"]["start"]) == 3 and len(r["load_average"]["groups"]) == 3
+    assert r["config"]["bf16_shapes"] == [[64, 10]]
     assert isinstance(r["git"]["dirty"], bool)
     assert "targets" in stdout and "vjp" in stdout
 
@@ -249,6 +270,10 @@ def test_every_series_measured_once_by_its_worker(quick_result):
         want += [("vjp", "cffi-minimum", "None", "1", v, dtype, "ours-1") for v in ("alloc", "out")]
         want += [("floor", "floor", "None", str(t), "out", dtype, f"ours-{t}") for t in (1, 2)]
         want.append(("floor", "numpy", "None", "1", "out", dtype, "ours-1"))
+    want.append(("vjp", "numpy", "None", "1", "alloc", "bfloat16", "ours-1"))
+    want += [
+        ("vjp", "native", i, str(t), "out", "bfloat16", f"ours-{t}") for i in isas for t in (1, 2)
+    ]
     assert got == sorted(want)
 
 
@@ -257,8 +282,9 @@ def test_case_numbers(quick_result):
     assert r["cases"], "the quick run recorded no series"
     for c in r["cases"]:
         rows, n = c["shape"]
-        assert (rows, n) == (1, 10)
-        assert c["bytes"] == STREAMS[c["op"]] * rows * n * np.dtype(c["dtype"]).itemsize
+        assert (rows, n) == ((64, 10) if c["dtype"] == "bfloat16" else (1, 10))
+        itemsize = {"float32": 4, "float64": 8, "bfloat16": 2}[c["dtype"]]
+        assert c["bytes"] == STREAMS[c["op"]] * rows * n * itemsize
         assert 0 < c["min_ns"] <= c["median_ns"]
         assert len(c["samples_ns"]) == c["rounds"] >= 4 and c["calls_per_sample"] >= 1
         assert c["median_ns"] == pytest.approx(float(np.median(c["samples_ns"])), rel=1e-3)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,8 @@ from softmax_grad import native
 
 ISAS = native.isas()
 DTYPES = (np.float32, np.float64)
+BF16 = ml_dtypes.bfloat16
+HALVES = (np.float16, BF16)
 F64 = np.float64
 LONG = np.longdouble
 # Long double is 80-bit extended on x86-64 Linux; elsewhere it may equal float64, and then the
@@ -58,21 +61,30 @@ def _gamma(k, dtype):
     return k * u / (1 - k * u)
 
 
-def confident_shift(y, dy):
-    """Per row, a = dy_c where the row's largest entry y_c (first one) is >= 1/2 and its dot
-    product is finite (the native kernel's accurate form), else 0 (the plain formula); float64,
-    shape (..., 1), and whether the row is confident."""
+def confident_shift(y, dy, u=None):
+    """Per row, a = dy_c where the row's largest entry y_c (first one) is >= 1/2, the row sums
+    to 1 within (n + 16) u (u: the unit roundoff of y's dtype, or as given) and its dot product
+    and shifted sum t = sum_j y_j (a - dy_j) are finite (the native kernel's accurate form), else
+    0 (the plain formula); float64, shape (..., 1), and whether the row is confident. The sums
+    here are float64 ones, not the kernel's: rows within a rounding of a threshold may differ."""
+    if u is None:
+        u = float(np.finfo(np.asarray(y).dtype).eps) / 2
     y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
+    n = y64.shape[-1]
     with np.errstate(invalid="ignore", over="ignore"):
         dot = np.sum(y64 * dy64, axis=-1, keepdims=True)
         m = np.max(np.where(np.isnan(y64), -np.inf, y64), axis=-1, keepdims=True)
-    c = np.argmax(np.where(np.isnan(y64), -np.inf, y64), axis=-1)[..., None]
-    confident = (m >= 0.5) & np.isfinite(dot) & np.all(np.isfinite(y64), axis=-1, keepdims=True)
-    a = np.where(confident, np.take_along_axis(dy64, c, axis=-1), 0.0)
+        c = np.argmax(np.where(np.isnan(y64), -np.inf, y64), axis=-1)[..., None]
+        dyc = np.take_along_axis(dy64, c, axis=-1)
+        t = np.sum(y64 * (dyc - dy64), axis=-1, keepdims=True)
+        normalised = np.abs(1 - np.sum(y64, axis=-1, keepdims=True)) <= (n + 16) * u
+    confident = (m >= 0.5) & normalised & np.isfinite(dot) & np.isfinite(t)
+    confident &= np.all(np.isfinite(y64), axis=-1, keepdims=True)
+    a = np.where(confident, dyc, 0.0)
     return a, confident
 
 
-def vjp_bound(y, dy, dtype) -> np.ndarray:
+def vjp_bound(y, dy, dtype, u=None) -> np.ndarray:
     """What the native VJP in ``dtype`` may differ from the exact plain formula of the same
     (y, dy), derived here for its two forms (see native.softmax_vjp), with the summation depth
     k = native.summation_depth(n) in place of n:
@@ -83,12 +95,13 @@ def vjp_bound(y, dy, dtype) -> np.ndarray:
     gamma_{k+1} T with T = sum_j |y_j (a - dy_j)|; then subtraction, addition and product:
     |y_i| (gamma_3 |dy_i - a| + gamma_{k+4} T), plus |y_i a (sum_j y_j - 1)|, by which the two
     forms differ exactly off the simplex (y here may be any array). Underflow: (n + 4) eta.
+    u: the unit roundoff of the probability-row test (a half row's, for one computed in float32).
     """
     y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
     n = y64.shape[-1]
     k = native.summation_depth(n, dtype)
     eta = float(np.finfo(dtype).smallest_subnormal)
-    a, confident = confident_shift(y64, dy64)
+    a, confident = confident_shift(y64, dy64, u=float(np.finfo(dtype).eps) / 2 if u is None else u)
     with np.errstate(invalid="ignore", over="ignore"):
         s = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True)
         d = np.abs(dy64 - np.sum(y64 * dy64, axis=-1, keepdims=True))
@@ -195,7 +208,7 @@ def test_isas_agree_with_proc_cpuinfo():
     with open("/proc/cpuinfo") as f:
         flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     expected = ["scalar"]
-    if "avx2" in flags and "fma" in flags:
+    if "avx2" in flags and "fma" in flags and "f16c" in flags:  # f16c: float16 conversions
         expected.append("avx2")
         if "avx512f" in flags:
             expected.append("avx512")
@@ -928,16 +941,24 @@ def _ok(n=5, dtype=np.float64):
 
 def test_wrong_dtypes_raise_type_error():
     y, dy = _ok()
-    with pytest.raises(TypeError, match=r"y must be a float32 or float64 array, got dtype int64"):
+    half_too = "float32, float64, float16 or bfloat16"
+    with pytest.raises(TypeError, match=rf"y must be a {half_too} array, got dtype int64"):
         native.softmax_vjp(np.ones((2, 5), np.int64), dy)
-    with pytest.raises(
-        TypeError, match=r"dy must be a float32 or float64 array, got dtype float16"
-    ):
+    with pytest.raises(TypeError, match=r"same dtype, got float64 and float16"):
         native.softmax_vjp(y, dy.astype(np.float16))
-    with pytest.raises(
-        TypeError, match=r"x must be a float32 or float64 array, got dtype complex128"
-    ):
+    with pytest.raises(TypeError, match=rf"x must be a {half_too} array, got dtype complex128"):
         native.softmax(y.astype(complex))
+    if LONG_IS_WIDER:
+        with pytest.raises(TypeError, match=rf"x must be a {half_too} array, got dtype float"):
+            native.softmax(y.astype(np.longdouble))
+    with pytest.raises(TypeError, match=r"a must be a float32 or float64 array, got dtype float16"):
+        native.stream_add(y.astype(np.float16), dy.astype(np.float16))
+    with pytest.raises(
+        TypeError, match=r"y must be a float32 or float64 array, got dtype bfloat16"
+    ):
+        native.jacobian_product_quadratic(y.astype(BF16), dy.astype(BF16))
+    with pytest.raises(TypeError, match=r"out must have dtype bfloat16 like the inputs"):
+        native.softmax(y.astype(BF16), out=np.empty(y.shape, np.float16))
     with pytest.raises(TypeError, match=r"same dtype, got float64 and float32"):
         native.softmax_vjp(y, dy.astype(np.float32))
     with pytest.raises(TypeError, match=r"a and b must have the same dtype"):
@@ -1436,6 +1457,114 @@ def test_confident_rows_accurate_at_every_entry_from_the_logits(dtype):
     assert plain_worst > 0.5  # the plain formula loses dx_c entirely at the largest gaps
 
 
+def modelled_vjp(y, dy, u=None):
+    """The native VJP of one row by the documented rule, evaluated from ordered_sum (the model of
+    the summation order, not the C): the accurate form y * ((dy - a) + t), a = dy_c, t = sum_j
+    y_j (a - dy_j), iff y_c >= 1/2 at the first argmax c, |1 - sum_j y_j| <= (n + 16) u,
+    <y, dy> and t finite; else the plain formula y * (dy - <y, dy>). Both in y's dtype, whose
+    elementwise NumPy operations round like the kernels' (nothing fused). Returns dx and the
+    form taken. u: that of the probability-row test (default: y's dtype's)."""
+    dtype = y.dtype.type
+    n = y.shape[-1]
+    if u is None:
+        u = float(np.finfo(dtype).eps) / 2
+    with np.errstate(invalid="ignore", over="ignore"):
+        dot, _ = ordered_sum(y * dy, dtype)
+        c = int(np.argmax(y))
+        if np.isfinite(dot) and y[c] >= 0.5:
+            a = dy[c]
+            t, _ = ordered_sum(y * (a - dy), dtype)
+            total, _ = ordered_sum(y, dtype)
+            if np.isfinite(t) and abs(1.0 - float(total)) <= (n + 16) * u:
+                return y * ((dy - a) + t), "accurate"
+        return y * (dy - dot), "plain"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_confident_rule_each_condition_bitwise(isa, dtype):
+    # Rows on both sides of each condition of the rule, each bitwise equal to modelled_vjp:
+    # a confident row scaled by 1 + k u for k across the (n + 16) u threshold (condition ii; k
+    # = 0 is the softmax row itself), y_c on both sides of 1/2 (i), and a row whose t overflows
+    # while <y, dy> does not (iv). Lengths in the vector body, a tail and across a block.
+    u = float(np.finfo(dtype).eps) / 2
+    rng = np.random.default_rng(37)
+    forms = set()
+    for n in (2, 3, 70, 1100):
+        x = rng.normal(size=n)
+        x[n // 3] += 6
+        base = sg.softmax(x)
+        dy = rng.normal(size=n).astype(dtype)
+        rows = [(1 + k * u) * base for k in (0, n // 2, n + 8, n + 24, 2 * n + 64, 10**3 * n)]
+        rows += [0.5 * base / base[n // 3]]  # y_c = 1/2 exactly, not normalised
+        half = np.full(n, 0.5 / max(n - 1, 1))
+        half[n // 3] = 0.5  # y_c = 1/2, normalised
+        rows += [half, np.nextafter(half, 0)]  # y_c just below 1/2
+        for y in rows:
+            y = np.asarray(y, dtype)
+            want, form = modelled_vjp(y, dy)
+            forms.add(form)
+            got = native.softmax_vjp(y[None], dy[None], isa=isa)[0]
+            np.testing.assert_array_equal(got, want, f"{isa} n={n} {form}")
+        big = np.finfo(dtype).max
+        y2 = np.array([0.5, 0.5], dtype)
+        dy2 = np.array([big / 1.5, -big / 1.5], dtype)  # <y, dy> = 0, t = 0.5 * (4/3) big: inf
+        want, form = modelled_vjp(y2, dy2)
+        assert form == "plain"
+        np.testing.assert_array_equal(native.softmax_vjp(y2[None], dy2[None], isa=isa)[0], want)
+    assert forms == {"plain", "accurate"}  # both forms were exercised
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_confident_but_unnormalised_row_is_the_plain_formula(isa, dtype):
+    # y = [0.9, 0.3]: y_0 >= 1/2 but the row sums to 1.2, so it is no softmax output and gets
+    # the documented formula as written (the accurate form would differ by y_i a (sum y - 1)).
+    y = np.array([[0.9, 0.3]], dtype)
+    dy = np.array([[1.5, -0.25]], dtype)
+    want = plain_formula(y, dy)  # the dot of two terms is p_0 + p_1 in any order
+    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa), want)
+    accurate = y * ((dy - dy[:, :1]) + np.sum(y * (dy[:, :1] - dy), axis=-1, keepdims=True))
+    assert np.any(accurate != want)  # the rule decides something here
+
+
+CONFIDENT_SPECIAL = [
+    # (y row, dy row), y a probability row with y_0 >= 1/2 up to the special value
+    ([0.7, 0.1, 0.1, 0.1], [1.0, -1.0, 2.0, 0.5]),
+    ([0.7, 0.1, 0.1, 0.1], [1.0, NAN, 2.0, 0.5]),
+    ([0.7, 0.1, 0.1, 0.1], [NAN, -1.0, 2.0, 0.5]),
+    ([0.7, 0.1, 0.1, 0.1], [INF, -1.0, 2.0, 0.5]),  # a = inf
+    ([0.7, 0.1, 0.1, 0.1], [1.0, -INF, 2.0, 0.5]),
+    ([0.7, 0.1, 0.0, 0.2], [1.0, -1.0, INF, 0.5]),  # 0 * inf in the dot
+    ([0.7, NAN, 0.1, 0.1], [1.0, -1.0, 2.0, 0.5]),
+    ([0.7, 0.1, INF, 0.1], [1.0, -1.0, 2.0, 0.5]),
+    ([0.5, 0.5, 0.0, 0.0], [0.75, -0.75, 0.0, 0.0]),  # scaled to overflow t, not <y, dy>
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_confident_rows_nan_and_inf_land_as_in_the_numpy_library(isa, dtype):
+    # The same inputs through sg.softmax_vjp (same dtype) and the native kernel: NaN and inf in
+    # the same places, finite values within both computations' bounds.
+    big = float(np.finfo(dtype).max)
+    for width in (4, 19, 67):
+        rows = []
+        for yr, dyr in CONFIDENT_SPECIAL:
+            y = np.zeros(width)
+            dy = np.zeros(width)
+            y[-4:], dy[-4:] = yr, dyr
+            if yr[0] == 0.5:
+                dy *= big
+            rows.append((y, dy))
+        y = np.array([r[0] for r in rows], dtype)
+        dy = np.array([r[1] for r in rows], dtype)
+        out = native.softmax_vjp(y, dy, isa=isa)
+        expected = numpy_vjp_same_dtype(y, dy)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"w={width}")
+        assert_within(out, expected, vjp_bound(y, dy, dtype) * 2, f"{isa} w={width}")
+
+
 # ---- long rows (issue 12, item 2) ----------------------------------------------------------------
 
 
@@ -1492,3 +1621,192 @@ def _two_product_error(a, b, p):
     ah, al = split(a)
     bh, bl = split(b)
     return ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+# ---- half precision: float16 and bfloat16 in float32, rounded once (issue 12, item 5) -----------
+
+
+def _u(dtype) -> float:
+    return float(ml_dtypes.finfo(dtype).eps) / 2
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).view(np.uint16)
+
+
+def half_vjp_model(y, dy):
+    """The native VJP of half rows, row by row: modelled_vjp in float32 of the exactly upcast
+    rows, with the half dtype's u in the probability-row test, rounded once to the half dtype
+    (by ml_dtypes / NumPy, not by the kernels' conversions)."""
+    u = _u(y.dtype)
+    y32, dy32 = y.astype(np.float32), dy.astype(np.float32)
+    rows = [
+        modelled_vjp(a, b, u=u)[0]
+        for a, b in zip(y32.reshape(-1, y.shape[-1]), dy32.reshape(-1, y.shape[-1]), strict=True)
+    ]
+    return np.array(rows, np.float32).reshape(y.shape).astype(y.dtype)
+
+
+def half_inputs(rng, rows, n, dtype, confident=True):
+    """Logits x, probabilities y (the NumPy softmax, rounded to dtype), upstream dy, in dtype;
+    with confident, every other row has an entry >= 1/2."""
+    x = rng.normal(scale=2, size=(rows, n))
+    if confident:
+        x[::2, rng.integers(0, n)] += 8
+    y = sg.softmax(x).astype(dtype)
+    dy = rng.normal(size=(rows, n)).astype(dtype)
+    return x.astype(dtype), y, dy
+
+
+# float32 lanes of each path; lengths 1..2W+1 of the widest (16), and around the float32 sum's
+# blocks (1024) and the forward pass's float buffer (4096 elements, then pieces of it).
+HALF_LENGTHS = sorted({*range(1, 34), 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 4097, 8195, 12289})
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_half_is_float32_rounded_once_bitwise(isa, dtype):
+    # The forward pass of a half row is native.softmax of its float32 upcast, rounded once by
+    # ml_dtypes/NumPy; the VJP is the model of the rule in float32 (half_vjp_model), rounded
+    # once, and equals the native float32 VJP rounded once wherever the two rules agree (rows
+    # without an entry >= 1/2 here).
+    rng = np.random.default_rng(40)
+    for n in HALF_LENGTHS:
+        x, y, dy = half_inputs(rng, 2, n, dtype)
+        got = native.softmax(x, isa=isa)
+        assert got.dtype == dtype
+        want = native.softmax(x.astype(np.float32), isa=isa).astype(dtype)
+        np.testing.assert_array_equal(_bits(got), _bits(want), f"softmax {isa} n={n}")
+        got = native.softmax_vjp(y, dy, isa=isa)
+        assert got.dtype == dtype
+        if n <= 1025:  # the Python model is slow; longer rows: the plain row below
+            np.testing.assert_array_equal(_bits(got), _bits(half_vjp_model(y, dy)), f"{isa} n={n}")
+        unsure = np.max(y.astype(F64), axis=-1) < 0.5  # no entry >= 1/2: the plain formula
+        plain = native.softmax_vjp(y[unsure].astype(np.float32), dy[unsure].astype(np.float32))
+        np.testing.assert_array_equal(_bits(got[unsure]), _bits(plain.astype(dtype)), f"n={n}")
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_half_within_derived_bounds_of_float64(isa, dtype):
+    # Against float64 (long double) references of the same half inputs: one rounding to the half
+    # dtype, |e| <= u_h |ref| (+ half its smallest subnormal), on top of the float32 error
+    # (SOFTMAX_RTOL, vjp_bound in float32 with the half rule's u), itself rounded: (1 + u_h).
+    u_h = _u(dtype)
+    eta_h = float(ml_dtypes.finfo(dtype).smallest_subnormal) / 2
+    tiny = float(ml_dtypes.finfo(dtype).smallest_normal)
+    rng = np.random.default_rng(41)
+    worst = {"softmax": 0.0, "vjp": 0.0}
+    for n in (1, 7, 17, 33, 100, 1000, 5000):
+        x, y, dy = half_inputs(rng, 4, n, dtype)
+        ref = softmax_reference(x.astype(F64))
+        got = native.softmax(x, isa=isa).astype(F64)
+        bound = u_h * ref + (1 + u_h) * (SOFTMAX_RTOL[np.float32] * ref + SOFTMAX_ATOL[np.float32])
+        assert_within(got, ref, bound + eta_h, f"softmax {isa} n={n}")
+        normal = ref >= tiny  # relative error means little among subnormal results
+        rel = np.abs(got - ref)[normal] / ref[normal]
+        worst["softmax"] = max(worst["softmax"], float(np.max(rel, initial=0)))
+        y64, dy64 = y.astype(F64), dy.astype(F64)
+        ref = vjp_reference(y64.astype(np.float32), dy64.astype(np.float32))  # exact upcast
+        got = native.softmax_vjp(y, dy, isa=isa).astype(F64)
+        bound = u_h * np.abs(ref) + (1 + u_h) * vjp_bound(y64, dy64, np.float32, u=u_h)
+        assert_within(got, ref, bound + eta_h, f"vjp {isa} n={n}")
+        scale = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True) * np.abs(y64) + np.abs(ref)
+        with np.errstate(invalid="ignore"):  # 0 / 0 where an entry and its scale vanish
+            rel = (np.abs(got - ref) / scale)[scale >= tiny]
+        worst["vjp"] = max(worst["vjp"], float(np.max(rel, initial=0)))
+    ratios = {k: round(v / u_h, 3) for k, v in worst.items()}
+    print(f"{isa} {np.dtype(dtype).name}: worst relative error / u_h {ratios}")
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype):
+    rng = np.random.default_rng(42)
+    for rows, n in [(3, 5), (3, 17), (4, 65), (5, 1000), (3, 1025), (2, 4099), (2, 8195)]:
+        x, y, dy = half_inputs(rng, rows, n, dtype)
+        vjp0 = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+        fwd0 = native.softmax(x, isa="scalar", threads=1)
+        for isa in ISAS:
+            for k in range(16):
+                yo, dyo, xo = _at(y, k), _at(dy, (3 * k) % 16), _at(x, (7 * k) % 16)
+                threads = 1 + k % 3
+                out = _at(np.zeros_like(y), (5 * k) % 16)
+                msg = f"{isa} {rows}x{n} offset {k} threads {threads}"
+                native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=threads)
+                np.testing.assert_array_equal(_bits(out), _bits(vjp0), msg)
+                native.softmax(xo, out=out, isa=isa, threads=threads)
+                np.testing.assert_array_equal(_bits(out), _bits(fwd0), msg)
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_streaming_variant_gives_the_scalar_bits(dtype):
+    n = 1000
+    rows = STREAM_BYTES // (3 * 2 * n) + 3
+    rng = np.random.default_rng(43)
+    _, y, dy = half_inputs(rng, rows, n, dtype)
+    want = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+    unsure = np.max(y.astype(F64), axis=-1) < 0.5
+    plain = native.softmax_vjp(y[unsure].astype(np.float32), dy[unsure].astype(np.float32))
+    np.testing.assert_array_equal(_bits(want[unsure]), _bits(plain.astype(dtype)))
+    for isa in ISAS:
+        for off in (0, 3):
+            got = native.softmax_vjp(_at(y, off), _at(dy, off + 1), isa=isa, threads=1 + off % 2)
+            np.testing.assert_array_equal(_bits(got), _bits(want), f"{isa} offset {off}")
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_half_nan_inf_and_overflow_on_store(isa, dtype):
+    # NaN and inf where the NumPy library (also float32, rounded once) puts them, for logits and
+    # for the VJP's specials (confident rows too); a float32 result beyond the half range rounds
+    # to inf on store; NaN stays NaN.
+    for width in (5, 21, 70):
+        x = np.zeros((len(SPECIAL_LOGITS), width))
+        x[:, -5:] = SPECIAL_LOGITS
+        x = x.astype(dtype)
+        got, want = native.softmax(x, isa=isa), sg.softmax(x)
+        np.testing.assert_array_equal(np.isnan(got.astype(F64)), np.isnan(want.astype(F64)))
+        ok = ~np.isnan(want.astype(F64))
+        np.testing.assert_allclose(got.astype(F64)[ok], want.astype(F64)[ok], rtol=2 * _u(dtype))
+        for rows in (SPECIAL_VJP, CONFIDENT_SPECIAL[:-1]):
+            y = np.zeros((len(rows), width))
+            dy = np.zeros_like(y)
+            y[:, -4:] = [r[0] for r in rows]
+            dy[:, -4:] = [r[1] for r in rows]
+            y, dy = y.astype(dtype), dy.astype(dtype)
+            got = native.softmax_vjp(y, dy, isa=isa).astype(F64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                want = sg.softmax_vjp(y, dy).astype(F64)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), f"{isa} w={width}")
+            inf = np.isinf(want)
+            np.testing.assert_array_equal(got[inf], want[inf], f"{isa} w={width}")
+    big = float(ml_dtypes.finfo(dtype).max) / 2
+    y = np.array([[big, 0.5]], dtype)
+    dy = np.array([[big, -1.0]], dtype)  # y_0 * (dy_0 - <y, dy>): -big^3 in float32, or -inf
+    got = native.softmax_vjp(y, dy, isa=isa)
+    with np.errstate(over="ignore"):  # the cast to float16 overflows: that is the point
+        want = native.softmax_vjp(y.astype(np.float32), dy.astype(np.float32)).astype(dtype)
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    assert np.isneginf(got.astype(F64)[0, 0]) and np.isnan(got.astype(F64)[0, 1]) is np.False_
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float16_softmax_of_70000_zeros(isa):
+    # The sum (70000) is beyond float16's range; in float32 (double for the sum) it is not.
+    got = native.softmax(np.zeros((2, 70000), np.float16), isa=isa)
+    want = np.float16(1 / 70000)
+    assert np.all(got == want), (got[0, :3], want)
+
+
+def test_half_out_and_dtype_checks():
+    y = np.full((2, 8), 0.125, np.float16)
+    out = np.empty_like(y)
+    assert native.softmax_vjp(y, y, out=out) is out
+    with pytest.raises(TypeError, match=r"out must have dtype float16 like the inputs"):
+        native.softmax_vjp(y, y, out=np.empty(y.shape, BF16))
+    with pytest.raises(
+        TypeError, match=r"y and dy must have the same dtype, got float16 and bfloat16"
+    ):
+        native.softmax_vjp(y, y.astype(BF16))
+    swapped = y.astype(y.dtype.newbyteorder(">"))  # non-native byte order: copied, same values
+    np.testing.assert_array_equal(native.softmax(swapped), native.softmax(y))

@@ -30,6 +30,9 @@ DEPENDS = (
     "kernels_sum.h",
     "kernels_x86.h",
     "kernels_scalar_vocab.h",
+    "kernels_half.h",
+    "kernels_avx2_half.h",
+    "kernels_avx512_half.h",
     "pool.h",
 )
 MODULE = "softmax_grad._native"

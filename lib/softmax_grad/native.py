@@ -3,7 +3,9 @@ r"""Compiled softmax kernels (scalar C, AVX2+FMA, AVX-512F), chosen at run time.
 The C code in ``csrc/`` is compiled into ``softmax_grad._native`` (cffi API mode) when the package
 is installed; importing this module never compiles anything. Every function here takes NumPy
 arrays whose **last axis** is the softmax axis, with any number of leading axes, in float32 or
-float64 (all arrays of one call share the dtype, and so does the result). Every argument is
+float64, and for :func:`softmax` and :func:`softmax_vjp` also float16 and bfloat16
+(``ml_dtypes``), computed in float32 and rounded once on store (all arrays of one call share
+the dtype, and so does the result). Every argument is
 checked before a kernel runs (two pointer checks, alignment and overlap, by the C entry points;
 see ``_run``); inputs that are not C-contiguous and aligned are copied, and nothing outside ``out``
 is ever written.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+import ml_dtypes
 import numpy as np
 
 try:
@@ -65,6 +68,9 @@ _BEST = _ISA_INDEX[_AVAILABLE[-1]]
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
+_F16 = np.dtype(np.float16)
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_U16 = np.dtype(np.uint16)
 _ndarray = np.ndarray
 _empty = np.empty
 _from_buffer = _ffi.from_buffer
@@ -82,34 +88,44 @@ except AttributeError:  # pragma: no cover - not Linux
 class _Op(NamedTuple):
     """One operation: its kernels and what the shared call path needs to know about it.
 
-    ``f32`` and ``f64`` come first, so the fast path reads them by index (a tuple index is
-    cheaper than a named field); each is ``(cffi pointer type, C function, work bytes per
-    element, itemsize)``, the work bytes being ``weight * itemsize`` (0 for the O(n^2) kernel,
-    whose work per element is ``n * itemsize``).
+    ``f32``, ``f64``, ``f16``, ``bf16`` come first, so the fast path reads them by index (a
+    tuple index is cheaper than a named field); each is ``(cffi pointer type, C function, work
+    bytes per element, itemsize)``, the work bytes being ``weight * itemsize`` (0 for the O(n^2)
+    kernel, whose work per element is ``n * itemsize``), or None where the operation has no
+    kernel for that dtype (the half ones take the 16-bit patterns as ``uint16_t``).
     """
 
     f32: tuple
     f64: tuple
+    f16: tuple | None
+    bf16: tuple | None
     names: tuple  # the argument names, for error messages: ("y", "dy") or ("x",)
     weight: int  # work per byte of one array, relative to the VJP's 3 streams; 0: n (O(n^2))
     elementwise: bool  # True: any element may start a thread's block; False: whole rows
 
 
-_P32, _P64 = _ffi.typeof("float *"), _ffi.typeof("double *")
+_P32, _P64, _P16 = _ffi.typeof("float *"), _ffi.typeof("double *"), _ffi.typeof("uint16_t *")
 
 
-def _op(name: str, names: tuple, weight: int, elementwise: bool = False) -> _Op:
-    f32, f64 = getattr(_lib, f"sg_{name}_f32"), getattr(_lib, f"sg_{name}_f64")
-    return _Op((_P32, f32, 4 * weight, 4), (_P64, f64, 8 * weight, 8), names, weight, elementwise)
+def _op(name: str, names: tuple, weight: int, elementwise: bool = False, half=False) -> _Op:
+    def kernel(suffix, ct, itemsize):
+        return (ct, getattr(_lib, f"sg_{name}_{suffix}"), itemsize * weight, itemsize)
+
+    f16, bf16 = (kernel("f16", _P16, 2), kernel("bf16", _P16, 2)) if half else (None, None)
+    return _Op(
+        kernel("f32", _P32, 4), kernel("f64", _P64, 8), f16, bf16, names, weight, elementwise
+    )
 
 
 # The pointer table: every C entry point this module calls.
-_VJP = _op("softmax_vjp", ("y", "dy"), 3)
+_VJP = _op("softmax_vjp", ("y", "dy"), 3, half=True)
 # The forward pass costs more per byte than the VJP (its exp): 2 streams, each byte weighing 4
 # (bench/README.md, "Design measurements").
-_SOFTMAX = _op("softmax", ("x",), 2 * 4)
+_SOFTMAX = _op("softmax", ("x",), 2 * 4, half=True)
 _QUADRATIC = _op("jacobian_product_quadratic", ("y", "dy"), 0)
 _ADD = _op("stream_add", ("a", "b"), 3, elementwise=True)
+# Where each dtype's kernel sits in an _Op.
+_KERNEL_INDEX = {_F32: 0, _F64: 1, _F16: 2, _BF16: 3}
 
 
 def isas() -> tuple[str, ...]:
@@ -118,9 +134,9 @@ def isas() -> tuple[str, ...]:
     Returns
     -------
     tuple of str
-        Always starts with ``"scalar"``; then ``"avx2"`` when the CPU has AVX2 and FMA and the
-        OS saves the YMM registers, and ``"avx512"`` when it also has AVX-512F with ZMM state
-        enabled (checked with ``cpuid`` and ``xgetbv`` once, in C).
+        Always starts with ``"scalar"``; then ``"avx2"`` when the CPU has AVX2, FMA and F16C
+        (float16 conversions) and the OS saves the YMM registers, and ``"avx512"`` when it also
+        has AVX-512F with ZMM state enabled (checked with ``cpuid`` and ``xgetbv`` once, in C).
     """
     return _AVAILABLE
 
@@ -227,19 +243,22 @@ def _threads(threads, nbytes: int, units: int) -> int:
     return default_threads(nbytes, units, int(threads))
 
 
-def _as_input(a, name: str) -> np.ndarray:
-    """``a`` as a C-contiguous, aligned, native-endian float32/float64 array (copied if needed)."""
+def _as_input(a, name: str, half: bool) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned, native-endian float32/float64 (or, with ``half``, also
+    float16/bfloat16) array, copied if needed."""
     arr = np.asarray(a)
     dt = arr.dtype
-    if dt.kind != "f" or dt.itemsize not in (4, 8):
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {dt}")
+    ok = dt in _KERNEL_INDEX or (dt.kind == "f" and dt.newbyteorder("=") in _KERNEL_INDEX)
+    if not ok or (dt.itemsize == 2 and not half):
+        allowed = "float32, float64, float16 or bfloat16" if half else "float32 or float64"
+        raise TypeError(f"{name} must be a {allowed} array, got dtype {dt}")
     if arr.ndim == 0:
         raise ValueError(
             f"{name} must have at least one dimension (the softmax axis is the last one), "
             "got a 0-d array"
         )
     if not dt.isnative:
-        return arr.astype(_F32 if dt.itemsize == 4 else _F64, order="C")
+        return arr.astype(dt.newbyteorder("="), order="C")
     flags = arr.flags
     if not (flags.c_contiguous and flags.aligned):
         return np.array(arr, order="C", copy=True)  # a fresh array is aligned
@@ -272,7 +291,8 @@ def _check_out(out, shape: tuple, dtype: np.dtype, inputs: tuple) -> np.ndarray:
 def _slow(op: _Op, a, b, out, isa, threads) -> np.ndarray:
     """Validate everything, copy inputs that need it, raise the precise error; then call."""
     names = op.names
-    arrays = tuple(_as_input(v, name) for v, name in zip((a, b), names, strict=False))
+    half = op.f16 is not None
+    arrays = tuple(_as_input(v, name, half) for v, name in zip((a, b), names, strict=False))
     first, first_name = arrays[0], names[0]
     for v, name in zip(arrays[1:], names[1:], strict=True):
         if v.dtype != first.dtype:
@@ -293,9 +313,13 @@ def _slow(op: _Op, a, b, out, isa, threads) -> np.ndarray:
         out = np.empty(first.shape, first.dtype)
     else:
         out = _check_out(out, first.shape, first.dtype, tuple(zip(names, arrays, strict=True)))
-    ct, fn = (op.f32 if first.itemsize == 4 else op.f64)[:2]
+    ct, fn = op[_KERNEL_INDEX[first.dtype]][:2]
+    if first.itemsize == 2:  # the C side takes the 16-bit patterns
+        arrays, bits = tuple(v.view(_U16) for v in arrays), out.view(_U16)
+    else:
+        bits = out
     pointers = [_from_buffer(ct, v) for v in arrays]
-    status = fn(*pointers, _from_buffer(ct, out, require_writable=True), rows, n, index, nthreads)
+    status = fn(*pointers, _from_buffer(ct, bits, require_writable=True), rows, n, index, nthreads)
     if status:  # pragma: no cover - the checks above make this unreachable
         raise RuntimeError(f"native kernel rejected its arguments (status {status})")
     return out
@@ -319,7 +343,17 @@ def _run(op: _Op, a, b, out, isa, threads) -> np.ndarray:
     """
     if type(a) is _ndarray:
         dt = a.dtype
-        kernel = op[0] if dt is _F32 else op[1] if dt is _F64 else None
+        kernel = (
+            op[0]
+            if dt is _F32
+            else op[1]
+            if dt is _F64
+            else op[2]
+            if dt is _F16
+            else op[3]
+            if dt is _BF16
+            else None
+        )
         shape = a.shape
         index = _BEST if isa is None else _ISA_INDEX.get(isa) if type(isa) is str else None
         if (
@@ -378,14 +412,18 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     :math:`a = dy_c` and :math:`t = \sum_j y_j\,(a - dy_j)`, equal to the formula when
     :math:`\sum_j y_j = 1` and accurate at every entry: each gets a relative error of a small
     multiple of :math:`n u` measured from the logits, at any gap, where the plain formula loses
-    all digits of :math:`dx_c`. ``y`` is taken to be a probability row: off the simplex the two
-    forms differ by :math:`y_i\,a\,(\sum_j y_j - 1)`. The lane-wise maximum this needs is kept
-    by the dot product's pass, which costs other rows 0-5 % (bench/README.md, "Design
-    measurements", provisional: within the issue's 5 %, so there is no ``accurate`` keyword); a
-    confident row costs a search for c and one more pass over the row. Rows without an entry
-    :math:`\ge 1/2`, and rows with a NaN, an infinity or an overflowing dot product, are the plain
-    formula bit for bit (two operations, subtract then multiply), so NaN and inf propagate as in
-    :func:`softmax_grad.softmax_vjp`.
+    all digits of :math:`dx_c`. The rule, the same as :func:`softmax_grad.softmax_vjp`'s: a row
+    takes this form iff (i) :math:`y_c \ge 1/2`, (ii) it is a probability vector up to
+    rounding, :math:`|1 - \sum_j y_j| \le (n + 16)\,u` (:math:`u` the unit roundoff of ``y``'s
+    dtype; the sum in the order of :func:`summation_depth`), (iii) :math:`\langle y,
+    dy\rangle` and (iv) :math:`t` are finite. Every other row -- without an entry
+    :math:`\ge 1/2`, not summing to 1 (any ``y`` that is no softmax output, e.g. ``[0.9, 0.3]``),
+    with a NaN or an infinity, or with an overflowing sum -- is the plain formula bit for bit
+    (two operations, subtract then multiply), so NaN and inf propagate as in
+    :func:`softmax_grad.softmax_vjp`. The lane-wise maximum that (i) needs is kept by the dot
+    product's pass, which costs other rows 0-5 % (bench/README.md, "Design measurements",
+    provisional: within the issue's 5 %, so there is no ``accurate`` keyword); a confident row
+    costs a search for c and one more pass over the row, which also sums :math:`y` for (ii).
 
     **Reproducible bits.** Every sum is taken in the one order of :func:`summation_depth`, so the
     result is bitwise the same for any ``threads``, any address of ``y``, ``dy`` and ``out``, and
@@ -393,9 +431,18 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     :func:`softmax_grad.vjp_error_bound` of the exact VJP, with :func:`summation_depth` in place
     of n (its ``depth``, where that function takes one).
 
+    **Half precision.** float16 and bfloat16 rows are converted to float32 in registers,
+    computed exactly as the float32 kernel computes the converted rows (the same sums in the
+    same order) and rounded once on store, to nearest even (NaN stays NaN, a result beyond the
+    range becomes inf): every entry is within :math:`u_h |dx_i|` of the float32 result, plus
+    half the dtype's smallest subnormal. The only difference from the float32 call on
+    ``y.astype(np.float32)``: the probability-row test (ii) uses the half dtype's :math:`u`, as
+    :func:`softmax_grad.softmax_vjp` does, since half probabilities sum to 1 only within their
+    own rounding.
+
     Parameters
     ----------
-    y : array_like, shape (..., n), float32 or float64
+    y : array_like, shape (..., n), float32, float64, float16 or bfloat16
         Softmax output of the forward pass.
     dy : array_like, same shape and dtype as ``y``
         Upstream gradient :math:`\partial L / \partial y`.
@@ -416,7 +463,8 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     Raises
     ------
     TypeError
-        If a dtype is not float32/float64, the dtypes differ, or ``out`` has another dtype.
+        If a dtype is not float32/float64/float16/bfloat16, the dtypes differ, or ``out`` has
+        another dtype.
     ValueError
         If the shapes differ, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
@@ -436,11 +484,14 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     :math:`n = 2^{22}`): the 1e-13 holds at any length a row can have in memory, and the result is
     bitwise the same on every ISA path, at any address and for any ``threads``. A ``-inf`` logit
     gives exactly 0; a row of only ``-inf``, or with NaN or ``+inf``, is NaN throughout -- all
-    exactly as the NumPy formula.
+    exactly as the NumPy formula. float16 and bfloat16 rows are computed in float32 (the sum in
+    float64) and rounded once on store: the result is bitwise the float32 call on
+    ``x.astype(np.float32)``, rounded to ``x``'s dtype, so 70000 float16 zeros give
+    ``float16(1/70000)``, not 0.
 
     Parameters
     ----------
-    x : array_like, shape (..., n), float32 or float64
+    x : array_like, shape (..., n), float32, float64, float16 or bfloat16
         Logits.
     out : ndarray, optional
         C-contiguous, writeable array of the same shape and dtype, not overlapping ``x``.
@@ -458,7 +509,7 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     Raises
     ------
     TypeError
-        If the dtype is not float32/float64 or ``out`` has another dtype.
+        If the dtype is not float32/float64/float16/bfloat16 or ``out`` has another dtype.
     ValueError
         If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
