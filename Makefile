@@ -30,7 +30,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# PyTorch (the tests' and chapter 10's oracle) is installed first, on its own, as the CPU build:
+# PyTorch (the tests' and the losses chapter's oracle) is installed first, on its own, as the CPU build:
 # on Linux PyPI's default torch wheel is the CUDA build (several GB), so pip also asks PyTorch's CPU
 # index for torch and its dependencies only (constraints.txt pins them). TORCH_INDEX= (empty) skips
 # that index: pip's configured indexes or a local wheel cache then decide. So does a machine whose

@@ -62,7 +62,10 @@ def text(pdf) -> str:
 def _titles() -> list[str]:
     """The title of every page in _toc.yml: the first heading of each notebook or Markdown file."""
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+    entries = toc.get("chapters", []) + [
+        c for part in toc.get("parts", []) for c in part["chapters"]
+    ]
+    files = [toc["root"]] + [c["file"] for c in entries]
     titles = []
     for f in files:
         path = next(p for p in (REPO / f"{f}.md", REPO / f"{f}.ipynb") if p.is_file())
