@@ -215,6 +215,12 @@ SG_ENTRY_2(sg_stream_add_f32, float, sg_run_elements, add_f32, add_stream_f32)
 SG_ENTRY_2(sg_stream_add_f64, double, sg_run_elements, add_f64, add_stream_f64)
 SG_ENTRY_2(sg_softmax_vjp_f16, uint16_t, sg_run_rows, vjp_f16, vjp_stream_f16)
 SG_ENTRY_2(sg_softmax_vjp_bf16, uint16_t, sg_run_rows, vjp_bf16, vjp_stream_bf16)
+SG_ENTRY_2(sg_softmax_vjp_accurate_f32, float, sg_run_rows, vjp_accurate_f32, vjp_stream_accurate_f32)
+SG_ENTRY_2(sg_softmax_vjp_accurate_f64, double, sg_run_rows, vjp_accurate_f64, vjp_stream_accurate_f64)
+SG_ENTRY_2(sg_softmax_vjp_accurate_f16, uint16_t, sg_run_rows, vjp_accurate_f16,
+           vjp_stream_accurate_f16)
+SG_ENTRY_2(sg_softmax_vjp_accurate_bf16, uint16_t, sg_run_rows, vjp_accurate_bf16,
+           vjp_stream_accurate_bf16)
 
 #define SG_ENTRY_1(NAME, T, FIELD)                                                                 \
     int NAME(const T *x, T *out, size_t rows, size_t n, int isa, int threads)                      \

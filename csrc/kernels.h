@@ -27,19 +27,33 @@
 typedef void (*sg_rows_fn)(const void *a, const void *b, void *out, size_t rows, size_t n);
 
 struct sg_kernels {
-    sg_rows_fn vjp_f32, vjp_f64;
-    /* The same results as vjp_*, organised for blocks too large for the caches. */
-    sg_rows_fn vjp_stream_f32, vjp_stream_f64;
+    /* The VJP in the plain form (vjp_*) and with confident rows in the accurate form
+     * (vjp_accurate_*), per dtype: float32, float64, and float16 and bfloat16 rows (uint16_t
+     * storage) computed in float, the float kernels' operations rounded once on store. */
+    sg_rows_fn vjp_f32, vjp_f64, vjp_f16, vjp_bf16;
+    sg_rows_fn vjp_accurate_f32, vjp_accurate_f64, vjp_accurate_f16, vjp_accurate_bf16;
+    /* The same results as vjp_* and vjp_accurate_*, organised for blocks too large for the
+     * caches. */
+    sg_rows_fn vjp_stream_f32, vjp_stream_f64, vjp_stream_f16, vjp_stream_bf16;
+    sg_rows_fn vjp_stream_accurate_f32, vjp_stream_accurate_f64, vjp_stream_accurate_f16,
+        vjp_stream_accurate_bf16;
     sg_rows_fn softmax_f32, softmax_f64;
     sg_rows_fn quadratic_f32, quadratic_f64;
     /* Elementwise: called with rows = 1 and n = the element count of the block. */
     sg_rows_fn add_f32, add_f64;
     /* The same results as add_*, with the memory techniques of vjp_stream_*. */
     sg_rows_fn add_stream_f32, add_stream_f64;
-    /* float16 and bfloat16 rows (uint16_t storage), computed in float: the float kernels'
-     * operations, rounded once on store. */
-    sg_rows_fn vjp_f16, vjp_bf16, vjp_stream_f16, vjp_stream_bf16, softmax_f16, softmax_bf16;
+    sg_rows_fn softmax_f16, softmax_bf16;
 };
+
+/* The VJP fields of an ISA's table, whose kernels_simd.h instances are named sg_<ISA>_<kernel>_<dtype>. */
+#define SG_VJP_FIELD(ISA, K, D) .K##_##D = sg_##ISA##_##K##_##D
+#define SG_VJP_FIELDS_OF(ISA, K)                                                                   \
+    SG_VJP_FIELD(ISA, K, f32), SG_VJP_FIELD(ISA, K, f64), SG_VJP_FIELD(ISA, K, f16),             \
+        SG_VJP_FIELD(ISA, K, bf16)
+#define SG_VJP_FIELDS(ISA)                                                                         \
+    SG_VJP_FIELDS_OF(ISA, vjp), SG_VJP_FIELDS_OF(ISA, vjp_accurate),                              \
+        SG_VJP_FIELDS_OF(ISA, vjp_stream), SG_VJP_FIELDS_OF(ISA, vjp_stream_accurate)
 
 extern const struct sg_kernels sg_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)

@@ -100,6 +100,7 @@ SG_TARGET static inline __m256d sg_mloadz_f32x4_pd(const float *p, size_t r)
 #define VHSUM(v) sg_hsum_f32x8(v)
 #define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) sg_hmax_f32x8(v)
+#define VANYGE(v, x) (_mm256_movemask_ps(_mm256_cmp_ps(v, VSET1(x), _CMP_GE_OQ)) != 0)
 #define ACC_LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
 #define ACC_MLOADZ(p, r) sg_mloadz_f32x4_pd(p, r)
 #include "kernels_simd.h"
@@ -132,6 +133,7 @@ SG_TARGET static inline __m256d sg_mloadz_f32x4_pd(const float *p, size_t r)
 #define VHSUM(v) sg_hsum_f64x4(v)
 #define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) sg_hmax_f64x4(v)
+#define VANYGE(v, x) (_mm256_movemask_pd(_mm256_cmp_pd(v, VSET1(x), _CMP_GE_OQ)) != 0)
 #define ACC_LOAD(p) _mm256_loadu_pd(p)
 #define ACC_MLOADZ(p, r) VMLOADZ(p, MTAIL(r))
 #include "kernels_simd.h"
@@ -199,10 +201,7 @@ SG_TARGET static inline __m128i sg_ps_to_bf16x8(__m256 v)
 #undef SG_HS
 
 const struct sg_kernels sg_kernels_avx2 = {
-    .vjp_f32 = sg_avx2_vjp_f32,
-    .vjp_f64 = sg_avx2_vjp_f64,
-    .vjp_stream_f32 = sg_avx2_vjp_stream_f32,
-    .vjp_stream_f64 = sg_avx2_vjp_stream_f64,
+    SG_VJP_FIELDS(avx2),
     .softmax_f32 = sg_avx2_softmax_f32,
     .softmax_f64 = sg_avx2_softmax_f64,
     .quadratic_f32 = sg_avx2_quadratic_f32,
@@ -211,10 +210,6 @@ const struct sg_kernels sg_kernels_avx2 = {
     .add_f64 = sg_avx2_add_f64,
     .add_stream_f32 = sg_avx2_add_stream_f32,
     .add_stream_f64 = sg_avx2_add_stream_f64,
-    .vjp_f16 = sg_avx2_vjp_f16,
-    .vjp_bf16 = sg_avx2_vjp_bf16,
-    .vjp_stream_f16 = sg_avx2_vjp_stream_f16,
-    .vjp_stream_bf16 = sg_avx2_vjp_stream_bf16,
     .softmax_f16 = sg_avx2_softmax_f16,
     .softmax_bf16 = sg_avx2_softmax_bf16,
 };

@@ -36,5 +36,6 @@
 #define VHSUM(v) sg_hsum_f32x8(v)
 #define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) sg_hmax_f32x8(v)
+#define VANYGE(v, x) (_mm256_movemask_ps(_mm256_cmp_ps(v, VSET1(x), _CMP_GE_OQ)) != 0)
 #define ACC_LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
 #define ACC_MLOADZ(p, r) sg_mloadz_f32x4_pd(p, r)

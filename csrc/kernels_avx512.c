@@ -101,6 +101,7 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define VHSUM(v) sg_hsum_f32x16(v)
 #define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
+#define VANYGE(v, x) (_mm512_cmp_ps_mask(v, VSET1(x), _CMP_GE_OQ) != 0)
 #define ACC_LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
 #define ACC_MLOADZ(p, r) sg_mloadz_f32x8_pd(p, r)
 #include "kernels_simd.h"
@@ -133,6 +134,7 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 #define VHSUM(v) sg_hsum_f64x8(v)
 #define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) _mm512_reduce_max_pd(v)
+#define VANYGE(v, x) (_mm512_cmp_pd_mask(v, VSET1(x), _CMP_GE_OQ) != 0)
 #define ACC_LOAD(p) _mm512_loadu_pd(p)
 #define ACC_MLOADZ(p, r) VMLOADZ(p, MTAIL(r))
 #include "kernels_simd.h"
@@ -196,10 +198,7 @@ SG_TARGET static inline __m256i sg_ps_to_bf16x16(__m512 v)
 #undef SG_HS
 
 const struct sg_kernels sg_kernels_avx512 = {
-    .vjp_f32 = sg_avx512_vjp_f32,
-    .vjp_f64 = sg_avx512_vjp_f64,
-    .vjp_stream_f32 = sg_avx512_vjp_stream_f32,
-    .vjp_stream_f64 = sg_avx512_vjp_stream_f64,
+    SG_VJP_FIELDS(avx512),
     .softmax_f32 = sg_avx512_softmax_f32,
     .softmax_f64 = sg_avx512_softmax_f64,
     .quadratic_f32 = sg_avx512_quadratic_f32,
@@ -208,10 +207,6 @@ const struct sg_kernels sg_kernels_avx512 = {
     .add_f64 = sg_avx512_add_f64,
     .add_stream_f32 = sg_avx512_add_stream_f32,
     .add_stream_f64 = sg_avx512_add_stream_f64,
-    .vjp_f16 = sg_avx512_vjp_f16,
-    .vjp_bf16 = sg_avx512_vjp_bf16,
-    .vjp_stream_f16 = sg_avx512_vjp_stream_f16,
-    .vjp_stream_bf16 = sg_avx512_vjp_stream_bf16,
     .softmax_f16 = sg_avx512_softmax_f16,
     .softmax_bf16 = sg_avx512_softmax_bf16,
 };

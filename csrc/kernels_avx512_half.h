@@ -36,5 +36,6 @@
 #define VHSUM(v) sg_hsum_f32x16(v)
 #define VKEEP(v) SG_KEEP(v)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
+#define VANYGE(v, x) (_mm512_cmp_ps_mask(v, VSET1(x), _CMP_GE_OQ) != 0)
 #define ACC_LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
 #define ACC_MLOADZ(p, r) sg_mloadz_f32x8_pd(p, r)

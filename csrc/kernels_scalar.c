@@ -142,10 +142,7 @@ SG_SCALAR_ADD(float, add_f32)
 SG_SCALAR_ADD(double, add_f64)
 
 const struct sg_kernels sg_kernels_scalar = {
-    .vjp_f32 = sg_scalar_vjp_f32,
-    .vjp_f64 = sg_scalar_vjp_f64,
-    .vjp_stream_f32 = sg_scalar_vjp_stream_f32, /* pipelined, with ordinary stores */
-    .vjp_stream_f64 = sg_scalar_vjp_stream_f64,
+    SG_VJP_FIELDS(scalar), /* the streaming VJP pipelined, with ordinary stores */
     .softmax_f32 = sg_scalar_softmax_f32,
     .softmax_f64 = sg_scalar_softmax_f64,
     .quadratic_f32 = quadratic_f32,
@@ -154,10 +151,6 @@ const struct sg_kernels sg_kernels_scalar = {
     .add_f64 = add_f64,
     .add_stream_f32 = add_f32,
     .add_stream_f64 = add_f64,
-    .vjp_f16 = sg_scalar_vjp_f16,
-    .vjp_bf16 = sg_scalar_vjp_bf16,
-    .vjp_stream_f16 = sg_scalar_vjp_stream_f16,
-    .vjp_stream_bf16 = sg_scalar_vjp_stream_bf16,
     .softmax_f16 = sg_scalar_softmax_f16,
     .softmax_bf16 = sg_scalar_softmax_bf16,
 };

@@ -32,6 +32,7 @@
 #endif
 #define VHSUM(v) (v)
 #define VHMAX(v) (v)
+#define VANYGE(v, x) ((v) >= (x))
 #define VKEEP(v) ((void)(v))
 #define ACC_T double
 #define ACC_V double

@@ -19,6 +19,7 @@
  *   VMSTORE(p, m, v)       masked store (the other lanes' memory is not written)
  *   VHSUM(v)               the halving tree: lane w += lane w + W/2, then + W/4, ...; lane 0
  *   VHMAX(v)               horizontal maximum
+ *   VANYGE(v, x)           whether some lane of v is >= the scalar x (a NaN lane is not)
  *   VKEEP(v)               a compiler barrier that keeps the variable v in a register, so that
  *                          a second use of a load does not load again (may be empty)
  *   VMIN                   elementwise minimum (like VMAX: the second operand when either is NaN)
@@ -120,19 +121,21 @@
 #define SG_LANES (SG_SUM_BYTES / (int)sizeof(T))
 
 /* ---- softmax VJP ---------------------------------------------------------------------------------
- * dx = y * (dy - <y, dy>) for a row without an entry >= 1/2 (a = 0 below). In a confident row,
- * with c the first index of max y and y_c >= 1/2, that formula cancels at c (dy_c - <y, dy> loses
- * what y_c's rounding to 1 hides), so the row is computed as
+ * The plain form, for every row of the vjp / vjp_stream kernels: dx = y * (dy - <y, dy>).
+ * The accurate form, for confident rows of the vjp_accurate / vjp_stream_accurate kernels
+ * (native.softmax_vjp(accurate=True)): in a row with y_c >= 1/2, c the first index of max y, the
+ * formula cancels at c (dy_c - <y, dy> loses what y_c's rounding to 1 hides), so such a row is
+ * computed as
  *     dx_i = y_i * ((dy_i - a) + t),   a = dy_c,   t = sum_j y_j * (a - dy_j),
  * which is the same for a probability row (sum_j y_j = 1) and accurate at c too (|t| is small
  * where dx_c is). Both forms are one elementwise pass out = y * ((dy - A) + tv): (A, tv) =
  * (a, t), or (<y, dy>, -0) for the plain form (x + -0 = x for every x, so those are the plain
  * formula's bits: two operations, subtract then multiply, never fused, as in NumPy; NaN and inf
- * propagate the same way). The dot product's pass also keeps max y, lane-wise, so a row that is
- * not confident costs nothing more; a confident one pays a search for c and one more sum.
- * Rows that are no probability vector, and rows with a NaN, an infinity or an overflow, keep the
- * plain form (see row_coeffs for the rule, the NumPy library's). Every sum
- * is kernels_sum.h's, so the bits depend on n only. */
+ * propagate the same way). The accurate kernels' dot product pass also keeps max y, lane-wise;
+ * a confident row then pays a search for c and one more sum. Rows that are no probability
+ * vector, and rows with a NaN, an infinity or an overflow, keep the plain form (see row_coeffs
+ * for the rule, the NumPy library's). Every sum is kernels_sum.h's, so the bits depend on n
+ * only. */
 
 #ifndef SG_PREFETCH_BYTES
 #define SG_PREFETCH_BYTES 4096
@@ -280,47 +283,58 @@ SG_TARGET static inline size_t FN(find)(const S *SG_RESTRICT y, size_t n, T m)
  * A row with a NaN or an infinity in y or dy has a dot product that is NaN or infinite (every
  * product with such a factor is, and so is any sum with such a term), and so has a row whose dot
  * product overflowed: they keep the plain formula, so NaN and inf land where it puts them. */
-SG_TARGET static inline int FN(row_coeffs)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
-                                           size_t n, T dot, V mx, T *a, T *t, int narrow)
+SG_TARGET static int FN(row_confident)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy, size_t n,
+                                       T m, T *a, T *t, int narrow)
 {
-    if (dot - dot == 0 && VHMAX(mx) >= (T)0.5) {
-        const size_t c = FN(find)(y, n, VHMAX(mx));
-        if (c < n) {
-            const T ac = STOT1(dy[c]);
-            T ysum;
-            const T tc = FN(sum_t)(y, dy, VSET1(ac), n, SG_TERM_SHIFTED, narrow, NULL, &ysum);
-            if (tc - tc == 0 && fabs(1.0 - (double)ysum) <= ((double)n + SG_SUM_SLACK) * SU) {
-                *a = ac;
-                *t = tc;
-                return 1;
-            }
+    const size_t c = FN(find)(y, n, m);
+    if (c < n) {
+        const T ac = STOT1(dy[c]);
+        T ysum;
+        const T tc = FN(sum_t)(y, dy, VSET1(ac), n, SG_TERM_SHIFTED, narrow, NULL, &ysum);
+        if (tc - tc == 0 && fabs(1.0 - (double)ysum) <= ((double)n + SG_SUM_SLACK) * SU) {
+            *a = ac;
+            *t = tc;
+            return 1;
         }
     }
-    *a = dot;
-    *t = -(T)0;
     return 0;
 }
 
-/* One row, passes one after the other. */
-SG_TARGET static inline void FN(row)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
-                                     S *SG_RESTRICT out, size_t n, int narrow)
+/* Inlined, so that a row that is not confident pays two comparisons: the rest (find, the
+ * shifted sum) is a call. */
+SG_TARGET SG_ALWAYS_INLINE static inline int FN(row_coeffs)(const S *SG_RESTRICT y,
+                                                            const S *SG_RESTRICT dy, size_t n,
+                                                            T dot, V mx, T *a, T *t, int narrow)
+{
+    *a = dot;
+    *t = -(T)0;
+    if (dot - dot == 0 && VANYGE(mx, (T)0.5))
+        return FN(row_confident)(y, dy, n, VHMAX(mx), a, t, narrow);
+    return 0;
+}
+
+/* One row, passes one after the other. accurate (a constant after inlining): 0 takes the plain
+ * form for every row and keeps no maximum. */
+SG_TARGET SG_ALWAYS_INLINE static inline void FN(row)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
+                                                      S *SG_RESTRICT out, size_t n, int narrow,
+                                                      int accurate)
 {
     V mx = VZERO;
-    const T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, narrow, &mx, NULL);
-    T a, t;
-    const int shifted = FN(row_coeffs)(y, dy, n, dot, mx, &a, &t, narrow);
+    const T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, narrow, accurate ? &mx : NULL, NULL);
+    T a = dot, t = -(T)0;
+    const int shifted = accurate && FN(row_coeffs)(y, dy, n, dot, mx, &a, &t, narrow);
     FN(row_scale)(y, dy, out, n, a, t, shifted, narrow);
 }
 
-/* row_scale(y, dy, out, a, t, shifted) and the dot product and max of the next row (yn, dyn) in one loop:
- * the latter by exactly FN(sum_t)'s operations (the same groups, block ends and counter). The
- * output is elementwise, so its order is free: a masked head brings out to a vector boundary,
- * then the fused loop writes it with non-temporal stores (no read-for-ownership: memory moves 3
- * streams' worth instead of 4; same values, so the same bits). */
-SG_TARGET static inline T FN(row_scale_next_dot)(const S *SG_RESTRICT y, const S *SG_RESTRICT dy,
-                                                 S *SG_RESTRICT out, const S *SG_RESTRICT yn,
-                                                 const S *SG_RESTRICT dyn, size_t n, T a, T t,
-                                                 int shifted, V *mx)
+/* row_scale(y, dy, out, a, t, shifted) and the dot product (and, with mx, the max) of the next
+ * row (yn, dyn) in one loop: the latter by exactly FN(sum_t)'s operations (the same groups, block
+ * ends and counter). The output is elementwise, so its order is free: a masked head brings out to
+ * a vector boundary, then the fused loop writes it with non-temporal stores (no
+ * read-for-ownership: memory moves 3 streams' worth instead of 4; same values, so the same
+ * bits). */
+SG_TARGET SG_ALWAYS_INLINE static inline T FN(row_scale_next_dot)(
+    const S *SG_RESTRICT y, const S *SG_RESTRICT dy, S *SG_RESTRICT out, const S *SG_RESTRICT yn,
+    const S *SG_RESTRICT dyn, size_t n, T a, T t, int shifted, V *mx)
 {
     const V A = VSET1(a), tv = VSET1(t);
     FN(lanes_t) ln;
@@ -352,17 +366,20 @@ SG_TARGET static inline T FN(row_scale_next_dot)(const S *SG_RESTRICT y, const S
 }
 
 /* Rows in cache: the passes, one row after the other. */
-SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
+SG_TARGET SG_ALWAYS_INLINE static inline void FN(vjp_rows)(const void *a, const void *b, void *o,
+                                                           size_t rows, size_t n, int accurate)
 {
     const S *SG_RESTRICT y = a;
     const S *SG_RESTRICT dy = b;
     S *SG_RESTRICT out = o;
     for (size_t r = 0; r < rows; ++r, y += n, dy += n, out += n)
-        FN(row)(y, dy, out, n, 1);
+        FN(row)(y, dy, out, n, 1, accurate);
 }
 
 /* Rows streamed from memory: the passes pipelined across rows (see the top of this section). */
-SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size_t rows, size_t n)
+SG_TARGET SG_ALWAYS_INLINE static inline void FN(vjp_stream_rows)(const void *a, const void *b,
+                                                                  void *o, size_t rows, size_t n,
+                                                                  int accurate)
 {
     const S *SG_RESTRICT y = a;
     const S *SG_RESTRICT dy = b;
@@ -370,23 +387,48 @@ SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size
     if (rows == 0)
         return;
     if (SG_SHORT_ROW(n)) { /* the cache variant's rows: its bits, and no pipelining to gain */
-        FN(vjp)(a, b, o, rows, n);
+        FN(vjp_rows)(a, b, o, rows, n, accurate);
         return;
     }
     V mx = VZERO;
-    T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, 0, &mx, NULL);
-    T ca, ct;
-    int shifted = FN(row_coeffs)(y, dy, n, dot, mx, &ca, &ct, 0);
+    V *const pmx = accurate ? &mx : NULL;
+    T dot = FN(sum_t)(y, dy, VZERO, n, SG_TERM_DOT, 0, pmx, NULL);
+    T ca = dot, ct = -(T)0;
+    int shifted = accurate && FN(row_coeffs)(y, dy, n, dot, mx, &ca, &ct, 0);
     for (size_t r = 1; r < rows; ++r, y += n, dy += n, out += n) {
         mx = VZERO;
         if (shifted) /* a constant in each call: plain rows skip the addition */
-            dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, ca, ct, 1, &mx);
+            dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, ca, ct, 1, pmx);
         else
-            dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, ca, ct, 0, &mx);
-        shifted = FN(row_coeffs)(y + n, dy + n, n, dot, mx, &ca, &ct, 0);
+            dot = FN(row_scale_next_dot)(y, dy, out, y + n, dy + n, n, ca, ct, 0, pmx);
+        ca = dot;
+        ct = -(T)0;
+        shifted = accurate && FN(row_coeffs)(y + n, dy + n, n, dot, mx, &ca, &ct, 0);
     }
     FN(row_scale)(y, dy, out, n, ca, ct, shifted, 0);
     VSFENCE(); /* the non-temporal stores are visible before the caller (or a join) goes on */
+}
+
+/* The four entry kernels: plain and accurate, in cache and streamed. */
+SG_TARGET static void FN(vjp)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    FN(vjp_rows)(a, b, o, rows, n, 0);
+}
+
+SG_TARGET static void FN(vjp_accurate)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    FN(vjp_rows)(a, b, o, rows, n, 1);
+}
+
+SG_TARGET static void FN(vjp_stream)(const void *a, const void *b, void *o, size_t rows, size_t n)
+{
+    FN(vjp_stream_rows)(a, b, o, rows, n, 0);
+}
+
+SG_TARGET static void FN(vjp_stream_accurate)(const void *a, const void *b, void *o, size_t rows,
+                                              size_t n)
+{
+    FN(vjp_stream_rows)(a, b, o, rows, n, 1);
 }
 
 #undef SG_SHORT_ROW
@@ -681,6 +723,7 @@ SG_TARGET static void FN(add_stream)(const void *a, const void *b, void *o, size
 #undef VMSTORE
 #undef VHSUM
 #undef VHMAX
+#undef VANYGE
 #undef VKEEP
 #undef VMIN
 #undef VFNMADD

@@ -210,11 +210,58 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(feed)(RV *SG_RESTRICT ln, RFN(
     }
 }
 
+/* A row shorter than L: one block, whose lanes each hold at most one element, so the sum is
+ * flush's tree over the used accumulators -- finish's very operations, without its block loop,
+ * its counter or lanes kept in memory (for short rows those cost more than the terms). */
+SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum_short)(const RP *SG_RESTRICT p, const RP *SG_RESTRICT q,
+                                          RV c, size_t n, int kind, int narrow, RV *mx,
+                                          RT *psum)
+{
+    RV ln[RA], sl[RA];
+    SG_UNROLL for (int a = 0; a < RA; ++a) /* the tree reads only what the loads set, but */
+        ln[a] = sl[a] = RZERO;             /* the compiler cannot tell */
+    const int full = (int)(n / RW);
+    const size_t r = n % RW;
+    int used = full + (r != 0);
+    SG_UNROLL for (int a = 0; a < RA; ++a) {
+        if (a >= used)
+            break;
+        const size_t k = (size_t)a * RW;
+        RV x;
+        if (a < full) {
+            x = RLOAD(narrow, p + k);
+            ln[a] = RADD(RZERO, RFN(term)(x, q, c, k, kind, narrow));
+        } else {
+            x = RMLOADZ(p + k, r);
+            ln[a] = RADD(RZERO, RFN(term_tail)(x, q, c, k, r, kind));
+        }
+        if (psum)
+            sl[a] = RADD(RZERO, x);
+        if (mx)
+            *mx = RMAX(x, *mx);
+    }
+    SG_UNROLL for (int h = RA / 2; h >= 1; h /= 2) {
+        SG_UNROLL for (int a = 0; a < h; ++a)
+            if (a + h < used) {
+                ln[a] = RADD(ln[a], ln[a + h]);
+                if (psum)
+                    sl[a] = RADD(sl[a], sl[a + h]);
+            }
+        if (used > h)
+            used = h;
+    }
+    if (psum)
+        *psum = RHSUM(sl[0]);
+    return RHSUM(ln[0]);
+}
+
 /* The sum of a whole row of n >= 1 elements (with mx, also the maximum of p; with psum, also
  * the sum of p, in the same order). */
 SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum)(const RP *SG_RESTRICT p, const RP *SG_RESTRICT q, RV c,
                                     size_t n, int kind, int narrow, RV *mx, RT *psum)
 {
+    if (n < (size_t)RL)
+        return RFN(sum_short)(p, q, c, n, kind, narrow, mx, psum);
     RFN(lanes) ln, sl;
     RFN(counter) ct, sc;
     RFN(init)(ln, &ct);

@@ -45,7 +45,8 @@ enum sg_status {
  * saves the ZMM state. Read once (cpuid + xgetbv) and cached. */
 int sg_available_isas(void);
 
-/* Softmax VJP: out[r, i] = y[r, i] * (dy[r, i] - sum_j y[r, j] * dy[r, j]). O(n) per row. */
+/* Softmax VJP, the plain form: out[r, i] = y[r, i] * (dy[r, i] - sum_j y[r, j] * dy[r, j]) (the
+ * sum in the one order above, the subtraction and the product each rounded). O(n) per row. */
 int sg_softmax_vjp_f32(const float *y, const float *dy, float *out, size_t rows, size_t n,
                        int isa, int threads);
 int sg_softmax_vjp_f64(const double *y, const double *dy, double *out, size_t rows, size_t n,
@@ -66,6 +67,19 @@ int sg_softmax_vjp_bf16(const uint16_t *y, const uint16_t *dy, uint16_t *out, si
 int sg_softmax_f16(const uint16_t *x, uint16_t *out, size_t rows, size_t n, int isa, int threads);
 int sg_softmax_bf16(const uint16_t *x, uint16_t *out, size_t rows, size_t n, int isa,
                     int threads);
+
+/* The VJP with confident rows in the accurate form (softmax_grad.native.softmax_vjp's
+ * accurate=True): a row whose first maximum y_c >= 1/2 and that sums to 1 within (n + 16) u takes
+ * out[r, i] = y[r, i] * ((dy[r, i] - dy[r, c]) + sum_j y[r, j] * (dy[r, c] - dy[r, j])), every
+ * other row the VJP above, bit for bit. The same four dtypes. */
+int sg_softmax_vjp_accurate_f32(const float *y, const float *dy, float *out, size_t rows, size_t n,
+                                int isa, int threads);
+int sg_softmax_vjp_accurate_f64(const double *y, const double *dy, double *out, size_t rows,
+                                size_t n, int isa, int threads);
+int sg_softmax_vjp_accurate_f16(const uint16_t *y, const uint16_t *dy, uint16_t *out, size_t rows,
+                                size_t n, int isa, int threads);
+int sg_softmax_vjp_accurate_bf16(const uint16_t *y, const uint16_t *dy, uint16_t *out,
+                                 size_t rows, size_t n, int isa, int threads);
 
 /* The source thread's O(n^2) algorithm, per row: out[i] = sum_j dy[j] * y[j] * (-y[i]), then
  * out[i] += y[i] * dy[i]. Mathematically equal to the VJP; kept to measure it. */

@@ -355,3 +355,42 @@ def test_targets_markdown_names_status_and_worst_check():
     assert "dirty: false" in text and "`0123456789`" in text
     floor_line = next(line for line in text.splitlines() if "the floor" in line)
     assert "**FAIL**" in floor_line and "0.80x (needs >= 0.90x) at 1024x1024 float32" in floor_line
+
+
+def test_accurate_cost_ratios_on_made_up_numbers():
+    from bench import accurate_cost
+
+    base = {"shape": [2, 3], "dtype": "float32", "kind": "bench", "confident_rows": 0.0}
+    cases = [
+        {
+            **base,
+            "impl": "native",
+            "threads": "1",
+            "accurate": False,
+            "median_ns": 100.0,
+            "min_ns": 80.0,
+        },
+        {
+            **base,
+            "impl": "native",
+            "threads": "1",
+            "accurate": True,
+            "median_ns": 150.0,
+            "min_ns": 100.0,
+        },
+    ]
+    (r,) = accurate_cost.ratios(cases)
+    assert r["ratio"] == 1.5 and r["ratio_of_minima"] == 1.25
+
+
+def test_accurate_cost_quick_run(tmp_path):
+    from bench import accurate_cost
+
+    out = tmp_path / "cost.json"
+    assert accurate_cost.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    kinds = {(r["kind"], r["impl"], r["threads"], r["dtype"]) for r in result["ratios"]}
+    assert len(kinds) == 2 * 3 * 2  # bench/confident x numpy, native t1, native default x dtypes
+    confident = {r["kind"]: r["confident_rows"] for r in result["ratios"]}
+    assert confident == {"bench": 0.0, "confident": 1.0}  # the two kinds are what they claim
+    assert all(r["ratio"] > 0 for r in result["ratios"])

@@ -9,6 +9,7 @@ not tuned; see ``vjp_bound``. Bits must not depend on the address, the thread co
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import softmax_grad as sg
 from softmax_grad import native
 
 ISAS = native.isas()
+# native.softmax_vjp's accurate= keyword: the plain form (the default) and the accurate one.
+FORMS = (False, True)
 DTYPES = (np.float32, np.float64)
 BF16 = ml_dtypes.bfloat16
 HALVES = (np.float16, BF16)
@@ -84,7 +87,7 @@ def confident_shift(y, dy, u=None):
     return a, confident
 
 
-def vjp_bound(y, dy, dtype, u=None) -> np.ndarray:
+def vjp_bound(y, dy, dtype, u=None, accurate=False) -> np.ndarray:
     """What the native VJP in ``dtype`` may differ from the exact plain formula of the same
     (y, dy), derived here for its two forms (see native.softmax_vjp), with the summation depth
     k = native.summation_depth(n) in place of n:
@@ -96,12 +99,14 @@ def vjp_bound(y, dy, dtype, u=None) -> np.ndarray:
     |y_i| (gamma_3 |dy_i - a| + gamma_{k+4} T), plus |y_i a (sum_j y_j - 1)|, by which the two
     forms differ exactly off the simplex (y here may be any array). Underflow: (n + 4) eta.
     u: the unit roundoff of the probability-row test (a half row's, for one computed in float32).
+    accurate: the kernel's keyword (False: every row is plain).
     """
     y64, dy64 = np.asarray(y, F64), np.asarray(dy, F64)
     n = y64.shape[-1]
     k = native.summation_depth(n, dtype)
     eta = float(np.finfo(dtype).smallest_subnormal)
     a, confident = confident_shift(y64, dy64, u=float(np.finfo(dtype).eps) / 2 if u is None else u)
+    confident &= accurate
     with np.errstate(invalid="ignore", over="ignore"):
         s = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True)
         d = np.abs(dy64 - np.sum(y64 * dy64, axis=-1, keepdims=True))
@@ -139,10 +144,11 @@ def assert_within(actual, expected, bound, msg=""):
         )
 
 
-def numpy_vjp_same_dtype(y, dy):
-    """The library's NumPy formula in the inputs' own dtype: the spec for NaN/inf placement."""
+def numpy_vjp_same_dtype(y, dy, accurate=False):
+    """The library's NumPy formula in the inputs' own dtype, in the form ``accurate`` selects:
+    the spec for NaN/inf placement."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return sg.softmax_vjp(y, dy)
+        return sg.softmax_vjp(y, dy, accurate=accurate)
 
 
 def plain_formula(y, dy):
@@ -220,28 +226,38 @@ def test_isas_agree_with_proc_cpuinfo():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_vjp_every_tail_length(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_vjp_every_tail_length(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     rng = np.random.default_rng(1)
     for n in tail_lengths(isa, dtype):
         y, dy = vjp_inputs(rng, (3, n), dtype)
-        out = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        out = vjp(y, dy, isa=isa, threads=1)
         assert out.dtype == dtype and out.shape == (3, n)
-        assert_within(out, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} n={n}")
+        assert_within(
+            out, vjp_reference(y, dy), vjp_bound(y, dy, dtype, accurate=accurate), f"{isa} n={n}"
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("n", LARGE_N)
-def test_vjp_large_rows(isa, dtype, n):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_vjp_large_rows(isa, dtype, n, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     rng = np.random.default_rng(n)
     y, dy = vjp_inputs(rng, (3, n), dtype)
-    out = native.softmax_vjp(y, dy, isa=isa, threads=2)
-    assert_within(out, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} n={n}")
+    out = vjp(y, dy, isa=isa, threads=2)
+    assert_within(
+        out, vjp_reference(y, dy), vjp_bound(y, dy, dtype, accurate=accurate), f"{isa} n={n}"
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_vjp_streaming_variant_matches_cache_variant(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_vjp_streaming_variant_matches_cache_variant(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Calls moving more than STREAM_BYTES take the row-pipelined kernel (SG_STREAM_BYTES);
     # smaller calls take the row-by-row one. Row blocks below the threshold must give the very
     # same bits, and the big call must still satisfy the error bound.
@@ -251,15 +267,17 @@ def test_vjp_streaming_variant_matches_cache_variant(isa, dtype):
     rng = np.random.default_rng(10)
     y, dy = vjp_inputs(rng, (rows, n), dtype)
     assert 3 * y.nbytes > STREAM_BYTES
-    big = native.softmax_vjp(y, dy, isa=isa, threads=1)
+    big = vjp(y, dy, isa=isa, threads=1)
     parts = np.concatenate(
-        [native.softmax_vjp(y[k : k + 64], dy[k : k + 64], isa=isa) for k in range(0, rows, 64)]
+        [vjp(y[k : k + 64], dy[k : k + 64], isa=isa) for k in range(0, rows, 64)]
     )
     np.testing.assert_array_equal(big, parts)
-    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=2), big)
+    np.testing.assert_array_equal(vjp(y, dy, isa=isa, threads=2), big)
     sample = slice(0, rows, 97)
     assert_within(
-        big[sample], vjp_reference(y[sample], dy[sample]), vjp_bound(y, dy, dtype)[sample]
+        big[sample],
+        vjp_reference(y[sample], dy[sample]),
+        vjp_bound(y, dy, dtype, accurate=accurate)[sample],
     )
 
 
@@ -378,17 +396,19 @@ SPECIAL_VJP = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_vjp_special_values_match_numpy_formula(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_vjp_special_values_match_numpy_formula(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     for width in (4, 19, 67):
         y = np.full((len(SPECIAL_VJP), width), 0.01, dtype)
         dy = np.full_like(y, 0.5)
         y[:, -4:] = [row[0] for row in SPECIAL_VJP]
         dy[:, -4:] = [row[1] for row in SPECIAL_VJP]
-        out = native.softmax_vjp(y, dy, isa=isa)
-        expected = numpy_vjp_same_dtype(y, dy)
+        out = vjp(y, dy, isa=isa)
+        expected = numpy_vjp_same_dtype(y, dy, accurate=accurate)
         np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"w={width}")
         # non-finite values equal, finite ones within the bound of both computations
-        bound = vjp_bound(y, dy, dtype) * 2
+        bound = vjp_bound(y, dy, dtype, accurate=accurate) * 2
         assert_within(out, expected, bound, f"{isa} w={width}")
 
 
@@ -443,30 +463,34 @@ def _offset_copy(a: np.ndarray, offset: int) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_any_address_gives_correct_results(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_any_address_gives_correct_results(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Offset by one element, vectors straddle cache lines: the same bits (no sum depends on the
     # address), within the bound.
     rng = np.random.default_rng(6)
     y, dy = vjp_inputs(rng, (5, 53), dtype)
     fwd = native.softmax(dy, isa=isa)
-    bound = vjp_bound(y, dy, dtype)
+    bound = vjp_bound(y, dy, dtype, accurate=accurate)
     for offset in range(5):
         yo, dyo = _offset_copy(y, offset), _offset_copy(dy, offset)
         for threads in (1, 2):
-            out = native.softmax_vjp(yo, dyo, isa=isa, threads=threads)
+            out = vjp(yo, dyo, isa=isa, threads=threads)
             assert_within(out, vjp_reference(y, dy), bound, f"{isa} offset={offset}")
-            np.testing.assert_array_equal(out, native.softmax_vjp(y, dy, isa=isa))
+            np.testing.assert_array_equal(out, vjp(y, dy, isa=isa))
         np.testing.assert_array_equal(native.softmax(dyo, isa=isa), fwd)
         # the same row alone, at the same address, gives the same bits as inside the batch
         np.testing.assert_array_equal(
-            native.softmax_vjp(yo[2:3], dyo[2:3], isa=isa),
-            native.softmax_vjp(yo, dyo, isa=isa)[2:3],
+            vjp(yo[2:3], dyo[2:3], isa=isa),
+            vjp(yo, dyo, isa=isa)[2:3],
         )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_every_head_length_and_tail_length(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_every_head_length_and_tail_length(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # The VJP's output pass and the floor peel a masked head up to out's vector boundary
     # (FN(head) in kernels_simd.h), then full vectors, then a masked tail. Every
     # element offset of out and of the inputs within a vector, times every length from 1 to
@@ -475,14 +499,14 @@ def test_every_head_length_and_tail_length(isa, dtype):
     rng = np.random.default_rng(20)
     for n in range(1, 2 * w + 2):
         y, dy = vjp_inputs(rng, (2, n), dtype)
-        expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
+        expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype, accurate=accurate)
         for in_off in range(w):
             yo, dyo = _offset_copy(y, in_off), _offset_copy(dy, (in_off * 3) % w)
             for out_off in (0, 1, w - 1):
                 buf, out = _guarded_out(2 * n + out_off, dtype)
                 out = out[out_off:].reshape(2, n)
                 msg = f"{isa} n={n} in_off={in_off} out_off={out_off}"
-                native.softmax_vjp(yo, dyo, out=out, isa=isa)
+                vjp(yo, dyo, out=out, isa=isa)
                 assert_within(out, expected, bound, msg)
                 native.stream_add(yo, dyo, out=out, isa=isa)
                 np.testing.assert_array_equal(out, y + dy, msg)
@@ -496,7 +520,9 @@ SHORT_VECTORS = 8
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_vjp_short_rows_every_length_offset_and_split(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Every length from 1 to SHORT_VECTORS * W + 1 (below one vector: element-wise output; one
     # vector and more: full vectors plus one overlapping vector; the last two lengths take the
     # long-row path), inputs and out at several element offsets within a vector, 1, 3 and 64 rows.
@@ -505,7 +531,7 @@ def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
     for n in range(1, SHORT_VECTORS * w + 2):
         for rows in (1, 3, 64):
             y, dy = vjp_inputs(rng, (rows, n), dtype)
-            expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype)
+            expected, bound = vjp_reference(y, dy), vjp_bound(y, dy, dtype, accurate=accurate)
             first = None
             for in_off in (0, 1, w - 1):
                 yo, dyo = _offset_copy(y, in_off), _offset_copy(dy, (in_off * 3) % w)
@@ -513,7 +539,7 @@ def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
                     buf, out = _guarded_out(rows * n + out_off, dtype)
                     out = out[out_off:].reshape(rows, n)
                     msg = f"{isa} {rows}x{n} in_off={in_off} out_off={out_off}"
-                    native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=1)
+                    vjp(yo, dyo, out=out, isa=isa, threads=1)
                     assert_within(out, expected, bound, msg)
                     assert _guards_intact(buf) and np.all(buf[GUARD : GUARD + out_off] == -12345.5)
                     if first is None:
@@ -521,36 +547,35 @@ def test_vjp_short_rows_every_length_offset_and_split(isa, dtype):
                     np.testing.assert_array_equal(out, first, msg)  # the order: n's alone
                     for threads in (2, 3):
                         np.testing.assert_array_equal(
-                            native.softmax_vjp(yo, dyo, isa=isa, threads=threads), out, msg
+                            vjp(yo, dyo, isa=isa, threads=threads), out, msg
                         )
                     if rows > 1:  # a block of rows alone gives the bits it gives in the batch
-                        np.testing.assert_array_equal(
-                            native.softmax_vjp(yo[1:], dyo[1:], isa=isa), out[1:], msg
-                        )
+                        np.testing.assert_array_equal(vjp(yo[1:], dyo[1:], isa=isa), out[1:], msg)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_vjp_short_rows_streaming_variant_matches(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_vjp_short_rows_streaming_variant_matches(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Short rows above the streaming threshold: the streaming kernel hands them to the
     # short-row path too, so the big call gives the bits of its blocks.
     n = 10
     rows = STREAM_BYTES // (3 * np.dtype(dtype).itemsize * n) + 5
     rng = np.random.default_rng(22)
     y, dy = vjp_inputs(rng, (rows, n), dtype)
-    big = native.softmax_vjp(y, dy, isa=isa, threads=1)
+    big = vjp(y, dy, isa=isa, threads=1)
     block = rows // 7 + 1
     parts = np.concatenate(
-        [
-            native.softmax_vjp(y[k : k + block], dy[k : k + block], isa=isa)
-            for k in range(0, rows, block)
-        ]
+        [vjp(y[k : k + block], dy[k : k + block], isa=isa) for k in range(0, rows, block)]
     )
     np.testing.assert_array_equal(big, parts)
-    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=2), big)
+    np.testing.assert_array_equal(vjp(y, dy, isa=isa, threads=2), big)
     sample = slice(0, rows, 101)
     assert_within(
-        big[sample], vjp_reference(y[sample], dy[sample]), vjp_bound(y[sample], dy[sample], dtype)
+        big[sample],
+        vjp_reference(y[sample], dy[sample]),
+        vjp_bound(y[sample], dy[sample], dtype, accurate=accurate),
     )
 
 
@@ -656,36 +681,43 @@ def test_empty_arrays():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_threads_give_bitwise_identical_results(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_threads_give_bitwise_identical_results(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     rng = np.random.default_rng(9)
     for rows, n in [(2, 1000), (7, 33), (64, 100), (3, 4099)]:
         y, dy = vjp_inputs(rng, (rows, n), dtype)
         x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
-        vjp1 = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        vjp1 = vjp(y, dy, isa=isa, threads=1)
         fwd1 = native.softmax(x, isa=isa, threads=1)
         for threads in (2, 3, 100):  # more threads than rows: capped at the row count
-            np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa, threads=threads), vjp1)
+            np.testing.assert_array_equal(vjp(y, dy, isa=isa, threads=threads), vjp1)
             np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_every_thread_count_gives_the_same_bits(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_every_thread_count_gives_the_same_bits(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Odd row counts: blocks of unequal size, and more blocks than the machine has CPUs. The
     # elementwise floor splits anywhere (at cache-line multiples), so any count of elements.
     rng = np.random.default_rng(13)
     for rows, n in [(1, 77), (5, 1000), (9, 33), (13, 257), (31, 5)]:
         y, dy = vjp_inputs(rng, (rows, n), dtype)
         x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
-        vjp1 = native.softmax_vjp(y, dy, isa=isa, threads=1)
+        vjp1 = vjp(y, dy, isa=isa, threads=1)
         fwd1 = native.softmax(x, isa=isa, threads=1)
         quad1 = native.jacobian_product_quadratic(y, dy, isa=isa, threads=1)
-        assert_within(vjp1, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{isa} {rows}x{n}")
+        assert_within(
+            vjp1,
+            vjp_reference(y, dy),
+            vjp_bound(y, dy, dtype, accurate=accurate),
+            f"{isa} {rows}x{n}",
+        )
         for threads in (2, 3, 4):
             msg = f"{isa} {rows}x{n} threads={threads}"
-            np.testing.assert_array_equal(
-                native.softmax_vjp(y, dy, isa=isa, threads=threads), vjp1, msg
-            )
+            np.testing.assert_array_equal(vjp(y, dy, isa=isa, threads=threads), vjp1, msg)
             np.testing.assert_array_equal(native.softmax(x, isa=isa, threads=threads), fwd1, msg)
             np.testing.assert_array_equal(
                 native.jacobian_product_quadratic(y, dy, isa=isa, threads=threads), quad1, msg
@@ -1033,6 +1065,20 @@ def test_bad_out_raises_value_error():
         native.softmax(y, out=np.empty(y.shape, ">f8"))
 
 
+def test_accurate_must_be_a_bool():
+    y, dy = _ok()
+    for bad in (1, 0, "yes", None, 1.0):
+        with pytest.raises(TypeError, match=r"accurate must be True or False, got"):
+            native.softmax_vjp(y, dy, accurate=bad)
+    # NumPy's booleans select the same kernels as Python's
+    np.testing.assert_array_equal(
+        native.softmax_vjp(y, dy, accurate=np.True_), native.softmax_vjp(y, dy, accurate=True)
+    )
+    np.testing.assert_array_equal(
+        native.softmax_vjp(y, dy, accurate=np.False_), native.softmax_vjp(y, dy)
+    )
+
+
 def test_bad_isa_raises_value_error(monkeypatch):
     y, dy = _ok()
     for bad in ("sse2", "AVX2", 2, ""):
@@ -1340,45 +1386,53 @@ def _confident_batch(rng, rows, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Inputs and out at 16 element offsets each (independently), 1 to 3 threads, every ISA:
     # one answer, for confident and other rows, and for the forward pass.
     rng = np.random.default_rng(31)
     for rows, n in [(3, 5), (3, 63), (3, 64), (4, 65), (3, 129), (5, 1000), (3, 1025), (2, 4099)]:
         y, dy = _confident_batch(rng, rows, n, dtype)
         x = rng.normal(scale=20, size=(rows, n)).astype(dtype)
-        vjp0 = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+        vjp0 = vjp(y, dy, isa="scalar", threads=1)
         fwd0 = native.softmax(x, isa="scalar", threads=1)
-        assert_within(vjp0, vjp_reference(y, dy), vjp_bound(y, dy, dtype), f"{rows}x{n}")
+        assert_within(
+            vjp0, vjp_reference(y, dy), vjp_bound(y, dy, dtype, accurate=accurate), f"{rows}x{n}"
+        )
         for isa in ISAS:
             for k in range(16):
                 yo, dyo, xo = _at(y, k), _at(dy, (3 * k) % 16), _at(x, (7 * k) % 16)
                 threads = 1 + k % 3
                 out = _at(np.zeros_like(y), (5 * k) % 16)
                 msg = f"{isa} {rows}x{n} offset {k} threads {threads}"
-                native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=threads)
+                vjp(yo, dyo, out=out, isa=isa, threads=threads)
                 np.testing.assert_array_equal(out, vjp0, msg)
                 native.softmax(xo, out=out, isa=isa, threads=threads)
                 np.testing.assert_array_equal(out, fwd0, msg)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_streaming_variant_gives_the_scalar_bits(dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_streaming_variant_gives_the_scalar_bits(dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Above STREAM_BYTES the SIMD paths pipeline rows with non-temporal stores; confident rows
     # take their second pass inside that pipeline. Same bits as the scalar path, at an offset.
     n = 1000
     rows = STREAM_BYTES // (3 * np.dtype(dtype).itemsize * n) + 3
     rng = np.random.default_rng(32)
     y, dy = _confident_batch(rng, rows, n, dtype)
-    want = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+    want = vjp(y, dy, isa="scalar", threads=1)
     for isa in ISAS:
         for off in (0, 3):
-            got = native.softmax_vjp(_at(y, off), _at(dy, off + 1), isa=isa, threads=1 + off % 2)
+            got = vjp(_at(y, off), _at(dy, off + 1), isa=isa, threads=1 + off % 2)
             np.testing.assert_array_equal(got, want, f"{isa} offset {off}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_overflowing_dot_product_same_answer_everywhere(dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_overflowing_dot_product_same_answer_everywhere(dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Partial sums that overflow or not depending on the grouping: whatever the fixed order
     # gives (inf, -inf, NaN or a finite value), every path and every address gives it too.
     big = float(np.finfo(dtype).max) / 4
@@ -1390,10 +1444,10 @@ def test_overflowing_dot_product_same_answer_everywhere(dtype):
         )
         dy[0, : n // 2] = big  # the first half overflows, the second brings it back
         dy[0, n // 2 :] = -big
-        want = native.softmax_vjp(y, dy, isa="scalar")
+        want = vjp(y, dy, isa="scalar")
         for isa in ISAS:
             for k in (0, 1, 5, 11):
-                got = native.softmax_vjp(_at(y, k), _at(dy, k + 2), isa=isa, threads=1 + k % 3)
+                got = vjp(_at(y, k), _at(dy, k + 2), isa=isa, threads=1 + k % 3)
                 np.testing.assert_array_equal(got, want, f"{isa} n={n} offset {k}")
 
 
@@ -1423,6 +1477,7 @@ def _exact_vjp_from_logits(x, dy):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_confident_rows_accurate_at_every_entry_from_the_logits(dtype):
+    vjp = functools.partial(native.softmax_vjp, accurate=True)
     # Logit gap g between the dominant class c and the rest, from 0 to beyond the gap where y_c
     # rounds to 1 (about 17 + ln n in float32, 37 + ln n in float64). y from native.softmax, dx
     # from native.softmax_vjp; every entry's error against mpmath from the logits, relative to
@@ -1443,7 +1498,7 @@ def test_confident_rows_accurate_at_every_entry_from_the_logits(dtype):
             exact, scale = _exact_vjp_from_logits(x, dy)
             y = native.softmax(x[None])
             for isa in ISAS:
-                got = native.softmax_vjp(y, dy[None], isa=isa)[0]
+                got = vjp(y, dy[None], isa=isa)[0]
                 rel = float(np.max(np.abs(got - exact) / scale))
                 worst[isa] = max(worst.get(isa, 0.0), rel / (n * u))
                 assert rel <= 8 * n * u, f"{isa} n={n} gap={gap:.1f}: {rel:.2e} > {8 * n * u:.2e}"
@@ -1457,13 +1512,14 @@ def test_confident_rows_accurate_at_every_entry_from_the_logits(dtype):
     assert plain_worst > 0.5  # the plain formula loses dx_c entirely at the largest gaps
 
 
-def modelled_vjp(y, dy, u=None):
+def modelled_vjp(y, dy, u=None, accurate=False):
     """The native VJP of one row by the documented rule, evaluated from ordered_sum (the model of
     the summation order, not the C): the accurate form y * ((dy - a) + t), a = dy_c, t = sum_j
     y_j (a - dy_j), iff y_c >= 1/2 at the first argmax c, |1 - sum_j y_j| <= (n + 16) u,
     <y, dy> and t finite; else the plain formula y * (dy - <y, dy>). Both in y's dtype, whose
     elementwise NumPy operations round like the kernels' (nothing fused). Returns dx and the
-    form taken. u: that of the probability-row test (default: y's dtype's)."""
+    form taken. u: that of the probability-row test (default: y's dtype's). accurate: the
+    kernel's keyword (False: always the plain formula)."""
     dtype = y.dtype.type
     n = y.shape[-1]
     if u is None:
@@ -1471,7 +1527,7 @@ def modelled_vjp(y, dy, u=None):
     with np.errstate(invalid="ignore", over="ignore"):
         dot, _ = ordered_sum(y * dy, dtype)
         c = int(np.argmax(y))
-        if np.isfinite(dot) and y[c] >= 0.5:
+        if accurate and np.isfinite(dot) and y[c] >= 0.5:
             a = dy[c]
             t, _ = ordered_sum(y * (a - dy), dtype)
             total, _ = ordered_sum(y, dtype)
@@ -1482,7 +1538,9 @@ def modelled_vjp(y, dy, u=None):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_confident_rule_each_condition_bitwise(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_confident_rule_each_condition_bitwise(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Rows on both sides of each condition of the rule, each bitwise equal to modelled_vjp:
     # a confident row scaled by 1 + k u for k across the (n + 16) u threshold (condition ii; k
     # = 0 is the softmax row itself), y_c on both sides of 1/2 (i), and a row whose t overflows
@@ -1502,28 +1560,30 @@ def test_confident_rule_each_condition_bitwise(isa, dtype):
         rows += [half, np.nextafter(half, 0)]  # y_c just below 1/2
         for y in rows:
             y = np.asarray(y, dtype)
-            want, form = modelled_vjp(y, dy)
+            want, form = modelled_vjp(y, dy, accurate=accurate)
             forms.add(form)
-            got = native.softmax_vjp(y[None], dy[None], isa=isa)[0]
+            got = vjp(y[None], dy[None], isa=isa)[0]
             np.testing.assert_array_equal(got, want, f"{isa} n={n} {form}")
         big = np.finfo(dtype).max
         y2 = np.array([0.5, 0.5], dtype)
         dy2 = np.array([big / 1.5, -big / 1.5], dtype)  # <y, dy> = 0, t = 0.5 * (4/3) big: inf
-        want, form = modelled_vjp(y2, dy2)
+        want, form = modelled_vjp(y2, dy2, accurate=accurate)
         assert form == "plain"
-        np.testing.assert_array_equal(native.softmax_vjp(y2[None], dy2[None], isa=isa)[0], want)
-    assert forms == {"plain", "accurate"}  # both forms were exercised
+        np.testing.assert_array_equal(vjp(y2[None], dy2[None], isa=isa)[0], want)
+    assert forms == ({"plain", "accurate"} if accurate else {"plain"})  # both forms exercised
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_confident_but_unnormalised_row_is_the_plain_formula(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_confident_but_unnormalised_row_is_the_plain_formula(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # y = [0.9, 0.3]: y_0 >= 1/2 but the row sums to 1.2, so it is no softmax output and gets
     # the documented formula as written (the accurate form would differ by y_i a (sum y - 1)).
     y = np.array([[0.9, 0.3]], dtype)
     dy = np.array([[1.5, -0.25]], dtype)
     want = plain_formula(y, dy)  # the dot of two terms is p_0 + p_1 in any order
-    np.testing.assert_array_equal(native.softmax_vjp(y, dy, isa=isa), want)
+    np.testing.assert_array_equal(vjp(y, dy, isa=isa), want)
     accurate = y * ((dy - dy[:, :1]) + np.sum(y * (dy[:, :1] - dy), axis=-1, keepdims=True))
     assert np.any(accurate != want)  # the rule decides something here
 
@@ -1544,7 +1604,9 @@ CONFIDENT_SPECIAL = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_confident_rows_nan_and_inf_land_as_in_the_numpy_library(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_confident_rows_nan_and_inf_land_as_in_the_numpy_library(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # The same inputs through sg.softmax_vjp (same dtype) and the native kernel: NaN and inf in
     # the same places, finite values within both computations' bounds.
     big = float(np.finfo(dtype).max)
@@ -1559,10 +1621,12 @@ def test_confident_rows_nan_and_inf_land_as_in_the_numpy_library(isa, dtype):
             rows.append((y, dy))
         y = np.array([r[0] for r in rows], dtype)
         dy = np.array([r[1] for r in rows], dtype)
-        out = native.softmax_vjp(y, dy, isa=isa)
-        expected = numpy_vjp_same_dtype(y, dy)
+        out = vjp(y, dy, isa=isa)
+        expected = numpy_vjp_same_dtype(y, dy, accurate=accurate)
         np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"w={width}")
-        assert_within(out, expected, vjp_bound(y, dy, dtype) * 2, f"{isa} w={width}")
+        assert_within(
+            out, expected, vjp_bound(y, dy, dtype, accurate=accurate) * 2, f"{isa} w={width}"
+        )
 
 
 # ---- long rows (issue 12, item 2) ----------------------------------------------------------------
@@ -1634,14 +1698,14 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).view(np.uint16)
 
 
-def half_vjp_model(y, dy):
+def half_vjp_model(y, dy, accurate=False):
     """The native VJP of half rows, row by row: modelled_vjp in float32 of the exactly upcast
     rows, with the half dtype's u in the probability-row test, rounded once to the half dtype
     (by ml_dtypes / NumPy, not by the kernels' conversions)."""
     u = _u(y.dtype)
     y32, dy32 = y.astype(np.float32), dy.astype(np.float32)
     rows = [
-        modelled_vjp(a, b, u=u)[0]
+        modelled_vjp(a, b, u=u, accurate=accurate)[0]
         for a, b in zip(y32.reshape(-1, y.shape[-1]), dy32.reshape(-1, y.shape[-1]), strict=True)
     ]
     return np.array(rows, np.float32).reshape(y.shape).astype(y.dtype)
@@ -1665,7 +1729,9 @@ HALF_LENGTHS = sorted({*range(1, 34), 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 
 
 @pytest.mark.parametrize("dtype", HALVES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_half_is_float32_rounded_once_bitwise(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_half_is_float32_rounded_once_bitwise(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # The forward pass of a half row is native.softmax of its float32 upcast, rounded once by
     # ml_dtypes/NumPy; the VJP is the model of the rule in float32 (half_vjp_model), rounded
     # once, and equals the native float32 VJP rounded once wherever the two rules agree (rows
@@ -1677,18 +1743,22 @@ def test_half_is_float32_rounded_once_bitwise(isa, dtype):
         assert got.dtype == dtype
         want = native.softmax(x.astype(np.float32), isa=isa).astype(dtype)
         np.testing.assert_array_equal(_bits(got), _bits(want), f"softmax {isa} n={n}")
-        got = native.softmax_vjp(y, dy, isa=isa)
+        got = vjp(y, dy, isa=isa)
         assert got.dtype == dtype
         if n <= 1025:  # the Python model is slow; longer rows: the plain row below
-            np.testing.assert_array_equal(_bits(got), _bits(half_vjp_model(y, dy)), f"{isa} n={n}")
+            np.testing.assert_array_equal(
+                _bits(got), _bits(half_vjp_model(y, dy, accurate=accurate)), f"{isa} n={n}"
+            )
         unsure = np.max(y.astype(F64), axis=-1) < 0.5  # no entry >= 1/2: the plain formula
-        plain = native.softmax_vjp(y[unsure].astype(np.float32), dy[unsure].astype(np.float32))
+        plain = vjp(y[unsure].astype(np.float32), dy[unsure].astype(np.float32))
         np.testing.assert_array_equal(_bits(got[unsure]), _bits(plain.astype(dtype)), f"n={n}")
 
 
 @pytest.mark.parametrize("dtype", HALVES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_half_within_derived_bounds_of_float64(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_half_within_derived_bounds_of_float64(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # Against float64 (long double) references of the same half inputs: one rounding to the half
     # dtype, |e| <= u_h |ref| (+ half its smallest subnormal), on top of the float32 error
     # (SOFTMAX_RTOL, vjp_bound in float32 with the half rule's u), itself rounded: (1 + u_h).
@@ -1708,8 +1778,10 @@ def test_half_within_derived_bounds_of_float64(isa, dtype):
         worst["softmax"] = max(worst["softmax"], float(np.max(rel, initial=0)))
         y64, dy64 = y.astype(F64), dy.astype(F64)
         ref = vjp_reference(y64.astype(np.float32), dy64.astype(np.float32))  # exact upcast
-        got = native.softmax_vjp(y, dy, isa=isa).astype(F64)
-        bound = u_h * np.abs(ref) + (1 + u_h) * vjp_bound(y64, dy64, np.float32, u=u_h)
+        got = vjp(y, dy, isa=isa).astype(F64)
+        bound = u_h * np.abs(ref) + (1 + u_h) * vjp_bound(
+            y64, dy64, np.float32, u=u_h, accurate=accurate
+        )
         assert_within(got, ref, bound + eta_h, f"vjp {isa} n={n}")
         scale = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True) * np.abs(y64) + np.abs(ref)
         with np.errstate(invalid="ignore"):  # 0 / 0 where an entry and its scale vanish
@@ -1720,11 +1792,13 @@ def test_half_within_derived_bounds_of_float64(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALVES)
-def test_half_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_half_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     rng = np.random.default_rng(42)
     for rows, n in [(3, 5), (3, 17), (4, 65), (5, 1000), (3, 1025), (2, 4099), (2, 8195)]:
         x, y, dy = half_inputs(rng, rows, n, dtype)
-        vjp0 = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+        vjp0 = vjp(y, dy, isa="scalar", threads=1)
         fwd0 = native.softmax(x, isa="scalar", threads=1)
         for isa in ISAS:
             for k in range(16):
@@ -1732,31 +1806,35 @@ def test_half_bits_identical_at_16_offsets_every_thread_count_and_isa(dtype):
                 threads = 1 + k % 3
                 out = _at(np.zeros_like(y), (5 * k) % 16)
                 msg = f"{isa} {rows}x{n} offset {k} threads {threads}"
-                native.softmax_vjp(yo, dyo, out=out, isa=isa, threads=threads)
+                vjp(yo, dyo, out=out, isa=isa, threads=threads)
                 np.testing.assert_array_equal(_bits(out), _bits(vjp0), msg)
                 native.softmax(xo, out=out, isa=isa, threads=threads)
                 np.testing.assert_array_equal(_bits(out), _bits(fwd0), msg)
 
 
 @pytest.mark.parametrize("dtype", HALVES)
-def test_half_streaming_variant_gives_the_scalar_bits(dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_half_streaming_variant_gives_the_scalar_bits(dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     n = 1000
     rows = STREAM_BYTES // (3 * 2 * n) + 3
     rng = np.random.default_rng(43)
     _, y, dy = half_inputs(rng, rows, n, dtype)
-    want = native.softmax_vjp(y, dy, isa="scalar", threads=1)
+    want = vjp(y, dy, isa="scalar", threads=1)
     unsure = np.max(y.astype(F64), axis=-1) < 0.5
-    plain = native.softmax_vjp(y[unsure].astype(np.float32), dy[unsure].astype(np.float32))
+    plain = vjp(y[unsure].astype(np.float32), dy[unsure].astype(np.float32))
     np.testing.assert_array_equal(_bits(want[unsure]), _bits(plain.astype(dtype)))
     for isa in ISAS:
         for off in (0, 3):
-            got = native.softmax_vjp(_at(y, off), _at(dy, off + 1), isa=isa, threads=1 + off % 2)
+            got = vjp(_at(y, off), _at(dy, off + 1), isa=isa, threads=1 + off % 2)
             np.testing.assert_array_equal(_bits(got), _bits(want), f"{isa} offset {off}")
 
 
 @pytest.mark.parametrize("dtype", HALVES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_half_nan_inf_and_overflow_on_store(isa, dtype):
+@pytest.mark.parametrize("accurate", FORMS)
+def test_half_nan_inf_and_overflow_on_store(isa, dtype, accurate):
+    vjp = functools.partial(native.softmax_vjp, accurate=accurate)
     # NaN and inf where the NumPy library (also float32, rounded once) puts them, for logits and
     # for the VJP's specials (confident rows too); a float32 result beyond the half range rounds
     # to inf on store; NaN stays NaN.
@@ -1774,18 +1852,18 @@ def test_half_nan_inf_and_overflow_on_store(isa, dtype):
             y[:, -4:] = [r[0] for r in rows]
             dy[:, -4:] = [r[1] for r in rows]
             y, dy = y.astype(dtype), dy.astype(dtype)
-            got = native.softmax_vjp(y, dy, isa=isa).astype(F64)
+            got = vjp(y, dy, isa=isa).astype(F64)
             with np.errstate(invalid="ignore", over="ignore"):
-                want = sg.softmax_vjp(y, dy).astype(F64)
+                want = sg.softmax_vjp(y, dy, accurate=accurate).astype(F64)
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want), f"{isa} w={width}")
             inf = np.isinf(want)
             np.testing.assert_array_equal(got[inf], want[inf], f"{isa} w={width}")
     big = float(ml_dtypes.finfo(dtype).max) / 2
     y = np.array([[big, 0.5]], dtype)
     dy = np.array([[big, -1.0]], dtype)  # y_0 * (dy_0 - <y, dy>): -big^3 in float32, or -inf
-    got = native.softmax_vjp(y, dy, isa=isa)
+    got = vjp(y, dy, isa=isa)
     with np.errstate(over="ignore"):  # the cast to float16 overflows: that is the point
-        want = native.softmax_vjp(y.astype(np.float32), dy.astype(np.float32)).astype(dtype)
+        want = vjp(y.astype(np.float32), dy.astype(np.float32)).astype(dtype)
     np.testing.assert_array_equal(_bits(got), _bits(want))
     assert np.isneginf(got.astype(F64)[0, 0]) and np.isnan(got.astype(F64)[0, 1]) is np.False_
 

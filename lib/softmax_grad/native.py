@@ -119,6 +119,7 @@ def _op(name: str, names: tuple, weight: int, elementwise: bool = False, half=Fa
 
 # The pointer table: every C entry point this module calls.
 _VJP = _op("softmax_vjp", ("y", "dy"), 3, half=True)
+_VJP_ACCURATE = _op("softmax_vjp_accurate", ("y", "dy"), 3, half=True)
 # The forward pass costs more per byte than the VJP (its exp): 2 streams, each byte weighing 4
 # (bench/README.md, "Design measurements").
 _SOFTMAX = _op("softmax", ("x",), 2 * 4, half=True)
@@ -399,31 +400,40 @@ def _run(op: _Op, a, b, out, isa, threads) -> np.ndarray:
 # ---- public functions --------------------------------------------------------------------------
 
 
-def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
+def _vjp_op(accurate) -> _Op:
+    """The VJP's kernels for ``accurate`` (a bool, NumPy's included), or a TypeError."""
+    if isinstance(accurate, (bool, np.bool_)):
+        return _VJP_ACCURATE if accurate else _VJP
+    raise TypeError(f"accurate must be True or False, got {accurate!r}")
+
+
+def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.ndarray:
     r"""Backward of softmax along the last axis: :math:`dx = y \odot (dy - \langle y, dy\rangle)`.
 
     For each row, :math:`dx_i = y_i\,(dy_i - \sum_j y_j\,dy_j)`, which is :math:`J^\top dy` with
     :math:`J = \operatorname{diag}(y) - y y^\top`, in O(n) per row and without forming :math:`J`.
 
-    **Confident rows, accurate by default.** Where a row has an entry :math:`y_c \ge 1/2` (c the
+    **Confident rows: accurate on request.** Where a row has an entry :math:`y_c \ge 1/2` (c the
     first index of the row's maximum), the formula cancels at :math:`c`: :math:`dy_c -
     \langle y, dy\rangle` loses what the rounding of :math:`y_c` towards 1 hides (all of it once
-    :math:`y_c` rounds to 1). Such rows are computed as :math:`dx_i = y_i\,((dy_i - a) + t)` with
-    :math:`a = dy_c` and :math:`t = \sum_j y_j\,(a - dy_j)`, equal to the formula when
-    :math:`\sum_j y_j = 1` and accurate at every entry: each gets a relative error of a small
-    multiple of :math:`n u` measured from the logits, at any gap, where the plain formula loses
-    all digits of :math:`dx_c`. The rule, the same as :func:`softmax_grad.softmax_vjp`'s: a row
-    takes this form iff (i) :math:`y_c \ge 1/2`, (ii) it is a probability vector up to
-    rounding, :math:`|1 - \sum_j y_j| \le (n + 16)\,u` (:math:`u` the unit roundoff of ``y``'s
-    dtype; the sum in the order of :func:`summation_depth`), (iii) :math:`\langle y,
-    dy\rangle` and (iv) :math:`t` are finite. Every other row -- without an entry
-    :math:`\ge 1/2`, not summing to 1 (any ``y`` that is no softmax output, e.g. ``[0.9, 0.3]``),
-    with a NaN or an infinity, or with an overflowing sum -- is the plain formula bit for bit
-    (two operations, subtract then multiply), so NaN and inf propagate as in
-    :func:`softmax_grad.softmax_vjp`. The lane-wise maximum that (i) needs is kept by the dot
-    product's pass, which costs other rows 0-5 % (bench/README.md, "Design measurements",
-    provisional: within the issue's 5 %, so there is no ``accurate`` keyword); a confident row
-    costs a search for c and one more pass over the row, which also sums :math:`y` for (ii).
+    :math:`y_c` rounds to 1). With ``accurate=True`` such rows are computed as
+    :math:`dx_i = y_i\,((dy_i - a) + t)` with :math:`a = dy_c` and
+    :math:`t = \sum_j y_j\,(a - dy_j)`, equal to the formula when :math:`\sum_j y_j = 1` and
+    accurate at every entry: each gets a relative error of a small multiple of :math:`n u`
+    measured from the logits, at any gap, where the plain formula loses all digits of
+    :math:`dx_c`. The rule, the same as :func:`softmax_grad.softmax_vjp`'s: a row takes this form
+    iff (i) :math:`y_c \ge 1/2`, (ii) it is a probability vector up to rounding,
+    :math:`|1 - \sum_j y_j| \le (n + 16)\,u` (:math:`u` the unit roundoff of ``y``'s dtype; the
+    sum in the order of :func:`summation_depth`), (iii) :math:`\langle y, dy\rangle` and (iv)
+    :math:`t` are finite. Every other row -- without an entry :math:`\ge 1/2`, not summing to 1
+    (any ``y`` that is no softmax output, e.g. ``[0.9, 0.3]``), with a NaN or an infinity, or with
+    an overflowing sum -- is the plain formula bit for bit (two operations, subtract then
+    multiply), so NaN and inf propagate as in :func:`softmax_grad.softmax_vjp`.
+    **The default is the plain formula** (``accurate=False``) for every row: the accurate form
+    costs more than the 5 % the project allows a default (its dot product's pass keeps the
+    row's maximum, and a confident row takes a search for c and one more pass over the row; the
+    measured cost is in bench/README.md, "Design measurements", from
+    ``python -m bench.accurate_cost``).
 
     **Reproducible bits.** Every sum is taken in the one order of :func:`summation_depth`, so the
     result is bitwise the same for any ``threads``, any address of ``y``, ``dy`` and ``out``, and
@@ -454,6 +464,9 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     threads : int >= 1, optional
         At most this many threads share the rows (fewer for small calls, see
         :func:`default_threads`); ``None`` allows as many as there are usable CPUs.
+    accurate : bool, default False
+        True computes confident rows in the accurate form (above); False, every row in the plain
+        form.
 
     Returns
     -------
@@ -463,13 +476,14 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None) -> np.ndarray:
     Raises
     ------
     TypeError
-        If a dtype is not float32/float64/float16/bfloat16, the dtypes differ, or ``out`` has
-        another dtype.
+        If a dtype is not float32/float64/float16/bfloat16, the dtypes differ, ``out`` has
+        another dtype, or ``accurate`` is not a bool.
     ValueError
         If the shapes differ, ``out`` is unusable, ``isa`` is unknown or unavailable, or
         ``threads < 1``.
     """
-    return _run(_VJP, y, dy, out, isa, threads)
+    op = _VJP if accurate is False else _VJP_ACCURATE if accurate is True else _vjp_op(accurate)
+    return _run(op, y, dy, out, isa, threads)
 
 
 def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
