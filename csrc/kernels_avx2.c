@@ -72,37 +72,21 @@ SG_TARGET static inline __m256d sg_mloadz_f32x4_pd(const float *p, size_t r)
 #define ACC_MAX _mm256_max_pd
 #define ACC_HSUM(v) sg_hsum_f64x4(v)
 
+/* the first r lanes of a float vector */
+#define SG_FMASK(r) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+
 /* ---- float instance ---------------------------------------------------------------------------- */
 #define FN(name) sg_avx2_##name##_f32
-#define T float
-#define V __m256
 #define M __m256i
-#define W 8
+#define MTAIL(r) SG_FMASK(r)
 #define VLOADU(p) _mm256_loadu_ps(p)
 #define VLOADV VLOADU
 #define VSTOREU(p, v) _mm256_storeu_ps(p, v)
 #define VSTREAM(p, v) _mm256_stream_ps(p, v)
-#define VSET1(x) _mm256_set1_ps(x)
-#define VZERO _mm256_setzero_ps()
-#define VADD _mm256_add_ps
-#define VSUB _mm256_sub_ps
-#define VMUL _mm256_mul_ps
-#define VFMADD _mm256_fmadd_ps
-#define VFNMADD _mm256_fnmadd_ps
-#define VMAX _mm256_max_ps
-#define VMIN _mm256_min_ps
-#define VROUND(v) _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define VLDEXP sg_ldexp_f32x8
-#define MTAIL(r) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VMLOADZ(p, m) _mm256_maskload_ps(p, m)
 #define VMLOAD_OR(p, m, fill) _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))
 #define VMSTORE(p, m, v) _mm256_maskstore_ps(p, m, v)
-#define VHSUM(v) sg_hsum_f32x8(v)
-#define VKEEP(v) SG_KEEP(v)
-#define VHMAX(v) sg_hmax_f32x8(v)
-#define VANYGE(v, x) (_mm256_movemask_ps(_mm256_cmp_ps(v, VSET1(x), _CMP_GE_OQ)) != 0)
-#define ACC_LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps(p))
-#define ACC_MLOADZ(p, r) sg_mloadz_f32x4_pd(p, r)
+#include "kernels_avx2_ps.h"
 #include "kernels_simd.h"
 
 /* ---- double instance --------------------------------------------------------------------------- */
@@ -172,9 +156,6 @@ SG_TARGET static inline __m128i sg_ps_to_bf16x8(__m256 v)
     const __m256i h = _mm256_blendv_epi8(rounded, quiet, nan); /* each lane < 2^16 */
     return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08));
 }
-
-/* the first r lanes of a float vector */
-#define SG_FMASK(r) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(r)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 
 /* ---- float16 instance -------------------------------------------------------------------------- */
 #define FN(name) sg_avx2_##name##_f16

@@ -75,35 +75,16 @@ SG_TARGET static inline __m512d sg_loadv_f64x8(const double *p)
 
 /* ---- float instance ---------------------------------------------------------------------------- */
 #define FN(name) sg_avx512_##name##_f32
-#define T float
-#define V __m512
 #define M __mmask16
-#define W 16
+#define MTAIL(r) ((__mmask16)((1u << (r)) - 1u))
 #define VLOADU(p) _mm512_loadu_ps(p)
 #define VLOADV(p) _mm512_castpd_ps(sg_loadv_f64x8((const double *)(p)))
 #define VSTOREU(p, v) _mm512_storeu_ps(p, v)
 #define VSTREAM(p, v) _mm512_stream_ps(p, v)
-#define VSET1(x) _mm512_set1_ps(x)
-#define VZERO _mm512_setzero_ps()
-#define VADD _mm512_add_ps
-#define VSUB _mm512_sub_ps
-#define VMUL _mm512_mul_ps
-#define VFMADD _mm512_fmadd_ps
-#define VFNMADD _mm512_fnmadd_ps
-#define VMAX _mm512_max_ps
-#define VMIN _mm512_min_ps
-#define VROUND(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define VLDEXP _mm512_scalef_ps
-#define MTAIL(r) ((__mmask16)((1u << (r)) - 1u))
 #define VMLOADZ(p, m) _mm512_maskz_loadu_ps(m, p)
 #define VMLOAD_OR(p, m, fill) _mm512_mask_loadu_ps(fill, m, p)
 #define VMSTORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
-#define VHSUM(v) sg_hsum_f32x16(v)
-#define VKEEP(v) SG_KEEP(v)
-#define VHMAX(v) _mm512_reduce_max_ps(v)
-#define VANYGE(v, x) (_mm512_cmp_ps_mask(v, VSET1(x), _CMP_GE_OQ) != 0)
-#define ACC_LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps(p))
-#define ACC_MLOADZ(p, r) sg_mloadz_f32x8_pd(p, r)
+#include "kernels_avx512_ps.h"
 #include "kernels_simd.h"
 
 /* ---- double instance --------------------------------------------------------------------------- */

@@ -26,30 +26,23 @@ static inline float sg_round_f32(float v) { return (v + 0x1.8p23f) - 0x1.8p23f; 
 static inline double sg_round_f64(double v) { return (v + 0x1.8p52) - 0x1.8p52; }
 
 /* p * 2^k as kernels_avx2.c computes it, 2^(k>>1) * 2^(k - (k>>1)), each a normal number, the
- * second product rounded once (correct gradual underflow and overflow); k NaN gives NaN. */
-static inline float sg_ldexp_f32(float p, float k)
-{
-    if (!(k == k))
-        return p + k;
-    const int32_t ki = (int32_t)k, k1 = ki >> 1, k2 = ki - k1;
-    const uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return (p * s1) * s2;
-}
+ * second product rounded once (correct gradual underflow and overflow); k NaN gives NaN. For T
+ * with integer types I and U of its width, MANT mantissa bits and exponent bias BIAS. */
+#define SG_SCALAR_LDEXP(NAME, T, I, U, MANT, BIAS)                                                 \
+    static inline T NAME(T p, T k)                                                                 \
+    {                                                                                              \
+        if (!(k == k))                                                                             \
+            return p + k;                                                                          \
+        const I ki = (I)k, k1 = ki >> 1, k2 = ki - k1;                                             \
+        const U b1 = (U)(k1 + (BIAS)) << (MANT), b2 = (U)(k2 + (BIAS)) << (MANT);                 \
+        T s1, s2;                                                                                  \
+        memcpy(&s1, &b1, sizeof s1);                                                               \
+        memcpy(&s2, &b2, sizeof s2);                                                               \
+        return (p * s1) * s2;                                                                      \
+    }
 
-static inline double sg_ldexp_f64(double p, double k)
-{
-    if (!(k == k))
-        return p + k;
-    const int64_t ki = (int64_t)k, k1 = ki >> 1, k2 = ki - k1;
-    const uint64_t b1 = (uint64_t)(k1 + 1023) << 52, b2 = (uint64_t)(k2 + 1023) << 52;
-    double s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return (p * s1) * s2;
-}
+SG_SCALAR_LDEXP(sg_ldexp_f32, float, int32_t, uint32_t, 23, 127)
+SG_SCALAR_LDEXP(sg_ldexp_f64, double, int64_t, uint64_t, 52, 1023)
 
 #include "kernels_scalar_vocab.h"
 #define FN(name) sg_scalar_##name##_f32

@@ -32,7 +32,9 @@ DEPENDS = (
     "kernels_scalar_vocab.h",
     "kernels_half.h",
     "kernels_avx2_half.h",
+    "kernels_avx2_ps.h",
     "kernels_avx512_half.h",
+    "kernels_avx512_ps.h",
     "pool.h",
 )
 MODULE = "softmax_grad._native"
