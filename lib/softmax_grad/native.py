@@ -166,16 +166,17 @@ def summation_depth(n: int, dtype) -> int:
 
     Every sum in a row (the VJP's :math:`\langle y, dy\rangle` and its shifted sum, the forward
     pass's :math:`\sum_j e^{x_j - m}`, the latter always in float64) is taken in one order, the
-    same on every ISA path and at any address: :math:`L` = 256 bytes' worth of lanes (64 for
-    float32, 32 for float64), element :math:`j` of a block in lane :math:`j \bmod L`, each lane
-    adding its :math:`R` = 16 terms of the block in index order; a block's lanes combined by a
-    halving tree (:math:`\log_2 L` levels), and the blocks of :math:`K = R L` elements combined
+    same on every ISA path and at any address: :math:`\Lambda` = 256 bytes' worth of lanes
+    (64 for float32, 32 for float64), element :math:`j` of a block in lane
+    :math:`j \bmod \Lambda`, each lane adding its :math:`R` = 16 terms of the block in index
+    order; a block's lanes combined by a halving tree (:math:`\log_2 \Lambda` levels), and the
+    blocks of :math:`K = R \Lambda` elements combined
     pairwise (:math:`\lceil\log_2 \lceil n/K\rceil\rceil` levels). A term therefore passes
     through at most :math:`k - 1` additions after its own product is rounded, with
 
     .. math::
 
-        k(n) = \min(R, \lceil n/L\rceil) + \lceil\log_2 \min(n, L)\rceil
+        k(n) = \min(R, \lceil n/\Lambda\rceil) + \lceil\log_2 \min(n, \Lambda)\rceil
         + \lceil\log_2 \lceil n/K \rceil\rceil,
 
     so a computed dot product is within :math:`\gamma_k \sum_j |y_j\,dy_j|` of the exact one
@@ -417,15 +418,15 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.n
     first index of the row's maximum), the formula cancels at :math:`c`: :math:`dy_c -
     \langle y, dy\rangle` loses what the rounding of :math:`y_c` towards 1 hides (all of it once
     :math:`y_c` rounds to 1). With ``accurate=True`` such rows are computed as
-    :math:`dx_i = y_i\,((dy_i - a) + t)` with :math:`a = dy_c` and
-    :math:`t = \sum_j y_j\,(a - dy_j)`, equal to the formula when :math:`\sum_j y_j = 1` and
+    :math:`dx_i = y_i\,((dy_i - a) + \xi)` with :math:`a = dy_c` and
+    :math:`\xi = \sum_j y_j\,(a - dy_j)`, equal to the formula when :math:`\sum_j y_j = 1` and
     accurate at every entry: each gets a relative error of a small multiple of :math:`n u`
     measured from the logits, at any gap, where the plain formula loses all digits of
     :math:`dx_c`. The rule, the same as :func:`softmax_grad.softmax_vjp`'s: a row takes this form
     iff (i) :math:`y_c \ge 1/2`, (ii) it is a probability vector up to rounding,
     :math:`|1 - \sum_j y_j| \le (n + 16)\,u` (:math:`u` the unit roundoff of ``y``'s dtype; the
     sum in the order of :func:`summation_depth`), (iii) :math:`\langle y, dy\rangle` and (iv)
-    :math:`t` are finite. Every other row -- without an entry :math:`\ge 1/2`, not summing to 1
+    :math:`\xi` are finite. Every other row -- without an entry :math:`\ge 1/2`, not summing to 1
     (any ``y`` that is no softmax output, e.g. ``[0.9, 0.3]``), with a NaN or an infinity, or with
     an overflowing sum -- is the plain formula bit for bit (two operations, subtract then
     multiply), so NaN and inf propagate as in :func:`softmax_grad.softmax_vjp`.
