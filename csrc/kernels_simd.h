@@ -591,9 +591,11 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
         }
         const size_t last = n - c0;
         FN(exp_into)(x + c0, E, last, nm);
+        /* a row in one piece: sum_acc's operations, which for a short row skip the counter */
         const double sum =
-            FN(finish_acc)(ln, &ct, E, NULL, ACC_ZERO, 0, last, SG_TERM_SUM, 0, NULL, NULL, NULL,
-                           NULL);
+            c0 ? FN(finish_acc)(ln, &ct, E, NULL, ACC_ZERO, 0, last, SG_TERM_SUM, 0, NULL, NULL,
+                                NULL, NULL)
+               : FN(sum_acc)(E, NULL, ACC_ZERO, last, SG_TERM_SUM, 0, NULL, NULL);
 
         /* Pass 4: scale by 1/sum. A +inf logit (the only way to an infinite sum) leaves the row
          * without a defined softmax, so it is NaN throughout, as in softmax_grad.softmax; an all
