@@ -85,23 +85,69 @@ def test_native_backend_checks_shapes_and_order():
         layer.backward(np.ones(4))
 
 
-def test_softmax_layer_backward_is_accurate_on_a_confident_row():
-    # Gap 40 in float64: y_c rounds to 1, and the plain formula loses dx_c entirely. The layer's
-    # backward is the accurate softmax_vjp; the reference is the exact softmax of the logits in
-    # mpmath: dx_c = y_c sum_{j != c} y_j (dy_c - dy_j).
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_softmax_layer_accurate_true_is_accurate_on_a_confident_row(backend):
+    # Gap 40 in float64: y_c rounds to 1, and the plain formula loses dx_c entirely. With
+    # accurate=True the layer's backward is the accurate form; the reference is the exact
+    # softmax of the logits in mpmath: dx_c = y_c sum_{j != c} y_j (dy_c - dy_j). The default
+    # layer gives the plain formula, written out here, bit for bit, and misses the reference.
     import mpmath
 
     x = np.array([[40.0, 0.0, 1.0, -2.0]])
     dy = np.array([[1.0, -1.0, 0.5, 0.0]])
-    layer = Softmax()
+    layer = Softmax(backend=backend, accurate=True)
     y = layer.forward(x)
     assert y[0, 0] == 1
     with mpmath.workdps(80):
         e = [mpmath.exp(mpmath.mpf(float(v)) - 40) for v in x[0]]
         p = [v / mpmath.fsum(e) for v in e]
         true = p[0] * mpmath.fsum(p[j] * (dy[0, 0] - dy[0, j]) for j in range(1, 4))
-    dx = layer.backward(dy)
-    assert abs(float((mpmath.mpf(float(dx[0, 0])) - true) / true)) < 8 * 4 * 2.0**-53 * 40
+
+    def rel(dx):
+        return abs(float((mpmath.mpf(float(dx[0, 0])) - true) / true))
+
+    assert rel(layer.backward(dy)) < 8 * 4 * 2.0**-53 * 40
+    plain = Softmax(backend=backend)
+    assert plain.accurate is False
+    y = plain.forward(x)
+    dx = plain.backward(dy)
+    expected = y * (dy - np.sum(y * dy, axis=-1, keepdims=True))
+    if backend == "numpy":
+        np.testing.assert_array_equal(dx, expected)
+    else:  # the kernels sum in their own order: the same formula up to the dot's rounding
+        np.testing.assert_allclose(dx, expected, rtol=0, atol=8 * 2.0**-53)
+    assert rel(dx) > 1e-3
+
+
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+@pytest.mark.parametrize("accurate", [False, True])
+def test_softmax_layer_passes_accurate_to_the_backend(backend, accurate, monkeypatch):
+    # The backend's softmax_vjp receives the layer's keyword, on any axis.
+    import softmax_grad.layers as layers
+    from softmax_grad import native
+
+    seen = []
+    module, name = (layers, "softmax_vjp") if backend == "numpy" else (native, "softmax_vjp")
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("accurate"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    x = np.array([[30.0, 0.0], [1.0, 2.0], [0.5, 0.0]])
+    for axis in (-1, 0):
+        layer = Softmax(axis=axis, backend=backend, accurate=accurate)
+        layer.forward(x)
+        layer.backward(np.ones_like(x))
+    assert seen == [accurate, accurate]
+
+
+def test_softmax_layer_accurate_must_be_a_bool():
+    with pytest.raises(TypeError, match="accurate must be True or False, got 'yes'"):
+        Softmax(accurate="yes")
+    with pytest.raises(TypeError, match="accurate must be True or False, got None"):
+        Softmax(backend="native", accurate=None)
 
 
 @pytest.mark.parametrize("layer_cls", [Softmax, LogSoftmax])

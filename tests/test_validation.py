@@ -67,13 +67,17 @@ def test_vjp_within_the_bound_and_the_bound_is_not_vacuous(dtype, gap):
         x[0] += gap  # a dominant entry (y_c rounds to 1 in bfloat16 at gap 20)
         y = softmax(x.astype(dtype))
         dy = rng.normal(size=n).astype(dtype)
-        dx = softmax_vjp(y, dy)
-        assert dx.dtype == dtype
         exact = _exact_plain(y, dy)
-        err = np.array([float(abs(Fraction(float(c)) - e)) for c, e in zip(dx, exact, strict=True)])
-        bound = vjp_error_bound(y, dy)
-        assert np.all(err <= bound)
-        worst = max(worst, float(np.max(err / bound)))
+        # the default (plain formula) and accurate=True, each within its own bound
+        for accurate, algorithm in ((False, "plain"), (True, "vjp")):
+            dx = softmax_vjp(y, dy, accurate=accurate)
+            assert dx.dtype == dtype
+            err = np.array(
+                [float(abs(Fraction(float(c)) - e)) for c, e in zip(dx, exact, strict=True)]
+            )
+            bound = vjp_error_bound(y, dy, algorithm=algorithm)
+            assert np.all(err <= bound), (accurate, np.max(err / bound))
+            worst = max(worst, float(np.max(err / bound)))
     # The half rounding u_h |dx| is most of the bound, and one rounding reaches half of it.
     assert worst > 0.2
 

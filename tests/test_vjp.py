@@ -3,6 +3,7 @@
 import math
 from fractions import Fraction
 
+import ml_dtypes
 import mpmath
 import numpy as np
 import pytest
@@ -170,7 +171,7 @@ def test_bound_drift_term_is_the_distance_to_the_plain_product():
     dy = np.full(n, 3.0)
     drift = float(1 - sum(Fraction(v) for v in y.tolist()))
     assert drift != 0
-    np.testing.assert_array_equal(softmax_vjp(y, dy), 0.0)
+    np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=True), 0.0)
     bound = vjp_error_bound(y, dy)
     true = np.abs(y * 3.0 * drift)
     assert np.all(bound >= true)
@@ -205,7 +206,7 @@ def test_bound_holds_for_the_accurate_form_in_any_summation_order(dtype, n):
     with np.errstate(under="ignore"):
         a = np.where(np.max(y, axis=-1) >= 0.5, dy[np.arange(len(y)), np.argmax(y, axis=-1)], 0)
         d = dy - a.astype(dtype)[:, None]
-        results = [softmax_vjp(y, dy)]
+        results = [softmax_vjp(y, dy, accurate=True)]
         for order in (slice(None, None, -1), np.random.default_rng(0).permutation(n)):
             prods = (y * d)[:, order]
             s = np.zeros(len(y), dtype)
@@ -261,7 +262,7 @@ def test_bound_with_mpmath_reference_for_float32_kernel_sized_rows():
     x[2, 5] += 25.0  # a confident row
     y = softmax(x).astype(np.float32)
     dy = rng.normal(size=(3, 257)).astype(np.float32)
-    computed = softmax_vjp(y, dy)
+    computed = softmax_vjp(y, dy, accurate=True)
     bound = vjp_error_bound(y, dy)
     with mpmath.workdps(50):
         for r in range(3):
@@ -356,8 +357,11 @@ def test_dominant_entry_is_accurate_from_the_logits_at_any_gap(dtype, n):
             dy = dy.astype(dtype)
             y = softmax(x)
             true = _vjp_from_logits(x, dy)[0]
-            err = float(abs(mpmath.mpf(float(softmax_vjp(y, dy)[0])) - true) / abs(true))
+            err = float(
+                abs(mpmath.mpf(float(softmax_vjp(y, dy, accurate=True)[0])) - true) / abs(true)
+            )
             assert err <= 4 * (n + gap) * u, (gap, err / u)
+            np.testing.assert_array_equal(softmax_vjp(y, dy), _plain(y, dy))  # the default
             if y[0] == 1:  # the plain formula fails the same test here (lost its digits)
                 plain = float(abs(mpmath.mpf(float(_plain(y, dy)[0])) - true) / abs(true))
                 assert plain > 1e3 * 4 * (n + gap) * u
@@ -369,7 +373,8 @@ def test_rows_without_a_dominant_entry_are_bitwise_the_plain_formula(x, data):
     y = softmax(x)
     dy = data.draw(hnp.arrays(np.float64, x.shape, elements=st.floats(-1e3, 1e3, allow_nan=False)))
     plain_rows = np.max(y, axis=-1) < 0.5
-    np.testing.assert_array_equal(softmax_vjp(y, dy)[plain_rows], _plain(y, dy)[plain_rows])
+    got = softmax_vjp(y, dy, accurate=True)
+    np.testing.assert_array_equal(got[plain_rows], _plain(y, dy)[plain_rows])
 
 
 @given(logits(min_dims=1, max_dims=1, max_side=40), st.data())
@@ -382,7 +387,7 @@ def test_accurate_form_within_the_bound_of_the_exact_plain_product(x, data):
     dy = data.draw(
         hnp.arrays(dtype, x.shape, elements=st.floats(-100, 100, allow_nan=False, width=32))
     )
-    err = _exact_error(softmax_vjp(y, dy)[None], _exact_vjp(y[None], dy[None]))[0]
+    err = _exact_error(softmax_vjp(y, dy, accurate=True)[None], _exact_vjp(y[None], dy[None]))[0]
     assert np.all(err <= vjp_error_bound(y, dy))
 
 
@@ -391,7 +396,7 @@ def test_unnormalised_rows_get_the_plain_formula_bitwise():
     # by y_i a (1 - sum y); such rows keep the plain formula.
     y = np.array([[0.75, 0.5, 0.25], [0.6, 0.3, 0.1]])
     dy = np.array([[1.0, -2.0, 3.0], [1.0, -2.0, 3.0]])
-    dx = softmax_vjp(y, dy)
+    dx = softmax_vjp(y, dy, accurate=True)
     np.testing.assert_array_equal(dx[0], _plain(y, dy)[0])
     np.testing.assert_allclose(dx[1], _plain(y, dy)[1], rtol=1e-15, atol=1e-16)
 
@@ -410,13 +415,14 @@ def test_non_finite_values_give_the_plain_formulas_answer(dtype, where, value, p
     target = y if where == "y" else dy
     target[:, position] = value
     with np.errstate(invalid="ignore"):  # the plain formula's inf - inf warns; so does the form
-        np.testing.assert_array_equal(softmax_vjp(y, dy), _plain(y, dy))
+        for accurate in (True, False):
+            np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=accurate), _plain(y, dy))
 
 
 def test_nan_anywhere_in_a_row_makes_the_row_nan_on_a_confident_row():
     y = softmax(np.array([[40.0, 0.0, 1.0], [40.0, 0.0, 1.0]]))
     dy = np.array([[1.0, np.nan, 2.0], [1.0, 3.0, 2.0]])
-    dx = softmax_vjp(y, dy)
+    dx = softmax_vjp(y, dy, accurate=True)
     assert np.all(np.isnan(dx[0])) and np.all(np.isfinite(dx[1]))
 
 
@@ -424,8 +430,8 @@ def test_overflow_of_the_shift_falls_back_to_the_plain_formula():
     # dy_1 - a = -1e308 - 1e308 overflows, the plain formula does not: the row is the plain one.
     y = np.array([0.6, 0.4])
     dy = np.array([1e308, -1e308])
-    np.testing.assert_array_equal(softmax_vjp(y, dy), _plain(y, dy))
-    assert np.all(np.isfinite(softmax_vjp(y, dy)))
+    np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=True), _plain(y, dy))
+    assert np.all(np.isfinite(softmax_vjp(y, dy, accurate=True)))
 
 
 def test_overflowing_dot_product_gives_the_plain_formula_even_where_the_form_is_finite():
@@ -436,7 +442,7 @@ def test_overflowing_dot_product_gives_the_plain_formula_even_where_the_form_is_
     y = np.array([[half, half], [0.75, 0.25]])
     dy = np.array([[big, big], [1.0, -1.0]])
     with np.errstate(over="ignore", invalid="ignore"):
-        dx = softmax_vjp(y, dy)
+        dx = softmax_vjp(y, dy, accurate=True)
         np.testing.assert_array_equal(dx[0], _plain(y, dy)[0])
     assert np.all(dx[0] == -np.inf)
     np.testing.assert_array_equal(dx[1], [0.375, -0.375])  # the confident row, exact here
@@ -444,7 +450,7 @@ def test_overflowing_dot_product_gives_the_plain_formula_even_where_the_form_is_
 
 def _rule_reference(y, dy):
     """Rows (last axis) by the documented rule, written from its four conditions: the accurate
-    form y ((dy - a) + t), a = dy_c, t = sum_j y_j (a - dy_j), where it applies, else plain."""
+    form y ((dy - a) + xi), a = dy_c, xi = sum_j y_j (a - dy_j), where it applies, else plain."""
     u = float(np.finfo(y.dtype).eps) / 2
     out = _plain(y, dy)
     for r in range(y.shape[0]):
@@ -452,15 +458,15 @@ def _rule_reference(y, dy):
         c = int(np.argmax(yr))
         with np.errstate(invalid="ignore", over="ignore"):
             total = math.fsum(yr.astype(np.float64).tolist()) if np.all(np.isfinite(yr)) else np.nan
-            t = np.sum(yr * (dr[c] - dr))
+            xi = np.sum(yr * (dr[c] - dr))
             dot = np.sum(yr * dr)
             if (
                 yr[c] >= 0.5
                 and abs(1 - total) <= (yr.size + 16) * u
                 and np.isfinite(dot)
-                and np.isfinite(t)
+                and np.isfinite(xi)
             ):
-                out[r] = yr * ((dr - dr[c]) + t)
+                out[r] = yr * ((dr - dr[c]) + xi)
     return out
 
 
@@ -480,7 +486,8 @@ def test_each_row_follows_the_documented_rule(data):
     )
     dy = data.draw(hnp.arrays(dtype, (rows, n), elements=values))
     with np.errstate(invalid="ignore", over="ignore"):
-        np.testing.assert_array_equal(softmax_vjp(y, dy), _rule_reference(y, dy))
+        np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=True), _rule_reference(y, dy))
+        np.testing.assert_array_equal(softmax_vjp(y, dy), _plain(y, dy))  # the default
 
 
 def test_accurate_false_is_the_plain_formula_everywhere():
@@ -489,7 +496,8 @@ def test_accurate_false_is_the_plain_formula_everywhere():
     x[:2, 0] += 40  # two confident rows, where the two forms differ
     y, dy = softmax(x), rng.normal(size=(4, 9))
     np.testing.assert_array_equal(softmax_vjp(y, dy, accurate=False), _plain(y, dy))
-    assert np.any(softmax_vjp(y, dy) != _plain(y, dy))
+    np.testing.assert_array_equal(softmax_vjp(y, dy), _plain(y, dy))  # the default
+    assert np.any(softmax_vjp(y, dy, accurate=True) != _plain(y, dy))
     # along another axis, and with a mask: the plain formula of the kept entries
     np.testing.assert_array_equal(
         softmax_vjp(y.T, dy.T, axis=0, accurate=False), _plain(y.T, dy.T, axis=0)
@@ -512,13 +520,38 @@ def test_accurate_false_loses_the_dominant_entry_and_true_keeps_it():
     def rel(v):
         return float(abs(mpmath.mpf(float(v)) - true) / abs(true))
 
-    assert rel(softmax_vjp(y, dy)[0]) <= 4 * (4 + 40) * 2.0**-53
+    assert rel(softmax_vjp(y, dy, accurate=True)[0]) <= 4 * (4 + 40) * 2.0**-53
     assert rel(softmax_vjp(y, dy, accurate=False)[0]) > 1e-3
+    assert rel(softmax_vjp(y, dy)[0]) > 1e-3  # the default is the plain formula
+
+
+@given(logits(min_dims=2, max_dims=3, max_side=9), st.data())
+def test_default_is_the_plain_formula_bit_for_bit(x, data):
+    # Any rows (confident ones included: a large gap at a random entry), any axis, float32,
+    # float64 and the half dtypes (computed in float32, rounded once): the default result is
+    # y * (dy - sum(y * dy)) written out here, bit for bit.
+    dtype = data.draw(st.sampled_from([np.float32, np.float64, np.float16, ml_dtypes.bfloat16]))
+    axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
+    gap = data.draw(st.sampled_from([0.0, 20.0, 45.0]))
+    x = x.copy()
+    x.flat[data.draw(st.integers(0, x.size - 1))] += gap
+    y = softmax(x, axis=axis).astype(dtype)
+    dy = data.draw(
+        hnp.arrays(np.float64, x.shape, elements=st.floats(-100, 100, allow_nan=False))
+    ).astype(dtype)
+    work = np.float64 if dtype == np.float64 else np.float32
+    expected = _plain(y.astype(work), dy.astype(work), axis=axis).astype(dtype)
+    got = softmax_vjp(y, dy, axis=axis)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(softmax_vjp(y, dy, axis=axis, accurate=False), expected)
 
 
 def test_accurate_must_be_a_bool():
     with pytest.raises(TypeError, match="accurate must be True or False, got 'no'"):
         softmax_vjp(np.ones(2) / 2, np.ones(2), accurate="no")
+    with pytest.raises(TypeError, match="accurate must be True or False, got 1"):
+        softmax_vjp(np.ones(2) / 2, np.ones(2), accurate=1)
 
 
 def test_complex_step_through_the_accurate_form():
@@ -530,8 +563,12 @@ def test_complex_step_through_the_accurate_form():
     dy = rng.normal(size=6)
     v = rng.normal(size=6)
     h = 1e-20
-    got = np.imag(softmax_vjp(softmax(x + 1j * h * v), dy)) / h
-    fd = (softmax_vjp(softmax(x + 1e-6 * v), dy) - softmax_vjp(softmax(x - 1e-6 * v), dy)) / 2e-6
+
+    def vjp(y):
+        return softmax_vjp(y, dy, accurate=True)
+
+    got = np.imag(vjp(softmax(x + 1j * h * v))) / h
+    fd = (vjp(softmax(x + 1e-6 * v)) - vjp(softmax(x - 1e-6 * v))) / 2e-6
     np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-18)
 
 

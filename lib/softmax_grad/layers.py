@@ -40,8 +40,9 @@ class _Layer:
 class Softmax(_Layer):
     r"""Softmax layer, :math:`y = \mathrm{softmax}(x)`, with the loss-independent backward.
 
-    ``backward(dy)`` returns :math:`dx = y \odot (dy - \langle y, dy\rangle)`, with the NumPy
-    backend by :func:`softmax_grad.softmax_vjp`, whose form stays accurate at a dominant entry.
+    ``backward(dy)`` returns :math:`dx = y \odot (dy - \langle y, dy\rangle)`, by
+    :func:`softmax_grad.softmax_vjp` (NumPy backend) or :func:`softmax_grad.native.softmax_vjp`,
+    both called with this layer's ``accurate``.
 
     Parameters
     ----------
@@ -55,17 +56,28 @@ class Softmax(_Layer):
     isa : str, optional
         With ``backend="native"``: the instruction-set path (see
         :func:`softmax_grad.native.isas`); ``None`` picks the best.
+    accurate : bool, default False
+        Passed to the backend's ``softmax_vjp``: False (the default, as there) the plain
+        formula on every row; True the accurate form on rows with a dominant entry, whose every
+        entry keeps a relative error of a small multiple of :math:`n u` at any logit gap, at a
+        measured cost (see :func:`softmax_grad.softmax_vjp`).
 
     Raises
     ------
     ValueError
         If ``backend`` is unknown, or ``isa`` is given without ``backend="native"``.
+    TypeError
+        If ``accurate`` is not a bool.
     """
 
     BACKENDS = ("numpy", "native")
 
-    def __init__(self, axis: int = -1, backend: str = "numpy", isa: str | None = None):
+    def __init__(
+        self, axis: int = -1, backend: str = "numpy", isa: str | None = None, accurate: bool = False
+    ):
         super().__init__(axis)
+        if not isinstance(accurate, (bool, np.bool_)):
+            raise TypeError(f"accurate must be True or False, got {accurate!r}")
         if not isinstance(backend, str) or backend not in self.BACKENDS:
             raise ValueError(
                 f"unknown backend={backend!r} for Softmax; allowed: "
@@ -75,6 +87,7 @@ class Softmax(_Layer):
             raise ValueError(f"isa={isa!r} applies only to backend='native', got {backend!r}")
         self.backend = backend
         self.isa = isa
+        self.accurate = bool(accurate)
         if backend == "native":
             from . import native  # imported here: the NumPy backend needs no compiled extension
 
@@ -93,11 +106,13 @@ class Softmax(_Layer):
         """Return ``dL/dx`` (shape of ``dy``) from ``dy = dL/dy``, whatever the loss ``L``."""
         y = self._cached()
         if self.backend == "numpy":
-            return softmax_vjp(y, dy, axis=self.axis)
+            return softmax_vjp(y, dy, axis=self.axis, accurate=self.accurate)
         dy = as_float_array(dy, "dy")
         same_shape(y, dy, "y", "dy")
         ax = normalize_axis(self.axis, y.ndim)
-        dx = self._native.softmax_vjp(np.moveaxis(y, ax, -1), np.moveaxis(dy, ax, -1), isa=self.isa)
+        dx = self._native.softmax_vjp(
+            np.moveaxis(y, ax, -1), np.moveaxis(dy, ax, -1), isa=self.isa, accurate=self.accurate
+        )
         return np.moveaxis(dx, -1, ax)
 
 

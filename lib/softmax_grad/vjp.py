@@ -3,8 +3,9 @@ r"""The loss-independent backward pass of softmax and log-softmax: vector-Jacobi
 For :math:`y = \mathrm{softmax}(x)` and an upstream gradient :math:`dy = \partial L/\partial y`,
 :math:`dx = J^\top dy = y \odot (dy - \langle y, dy\rangle)`: O(n) per row, no n-by-n matrix.
 
-:func:`softmax_vjp` evaluates that product in a form that stays accurate when one probability
-dominates (see its docstring); :func:`vjp_error_bound` bounds the rounding error of each form.
+:func:`softmax_vjp` evaluates that product by the plain formula, or with ``accurate=True`` in a
+form that stays accurate when one probability dominates (see its docstring);
+:func:`vjp_error_bound` bounds the rounding error of each form.
 """
 
 from __future__ import annotations
@@ -64,34 +65,47 @@ def _dominant_shift(y: np.ndarray, dy: np.ndarray, ax: int, u: float) -> np.ndar
     return np.where(dominant, dyc, np.zeros_like(dyc))
 
 
-def softmax_vjp(y, dy, axis: int = -1, where=None, accurate: bool = True) -> np.ndarray:
+def softmax_vjp(y, dy, axis: int = -1, where=None, accurate: bool = False) -> np.ndarray:
     r"""Backward of softmax: :math:`dx = y \odot (dy - \sum_j y_j\,dy_j)` along ``axis``.
 
-    A row whose probabilities are dominated by one entry is computed as
-    :math:`dx_i = y_i\,\bigl((dy_i - a) + t\bigr)` with :math:`a = dy_c` and
-    :math:`t = \sum_j y_j\,(a - dy_j)`; every other row by the plain formula
-    :math:`dx_i = y_i\,(dy_i - \langle y, dy\rangle)`. Since :math:`\sum_j y_j = 1` the two are
-    the same product (any constant :math:`a` cancels), but the first avoids a cancellation: when
-    :math:`y_c \to 1` the plain form subtracts two nearly equal numbers at the dominant entry,
-    :math:`dy_c - \langle y, dy\rangle`, and loses every digit once :math:`y_c` rounds to 1.
-    There the entry is :math:`y_c \sum_{j \ne c} y_j (dy_c - dy_j)`, a sum of small terms, so
-    every entry has a relative error of a small multiple of :math:`n u` measured from the
-    logits, at any gap. Its rounding error is bounded by :func:`vjp_error_bound`.
+    **Default: the plain formula.** ``accurate=False`` (the default) computes
+    :math:`dx_i = y_i\,(dy_i - \langle y, dy\rangle)` on every row: the dot product, then
+    subtract, then multiply, what most implementations do. It is the default because the
+    accurate form below costs more than the 5 % that issue 12 allowed a default to cost at
+    shapes of at least 64 x 1000 (the ratios, with the command that measures them, are in
+    bench/README.md, "Design measurements"). Its rounding error is bounded by
+    ``vjp_error_bound(..., algorithm="plain")``; at a dominant entry it is about
+    :math:`u/(1 - y_c)` relative, so it loses every digit of :math:`dx_c` once :math:`y_c`
+    rounds to 1.
 
-    **The rule.** A row takes the accurate form if and only if, with :math:`c` the first index
-    of its largest :math:`y_c` and :math:`u` the unit roundoff of ``y``'s dtype as given,
+    **accurate=True.** A row whose probabilities are dominated by one entry is computed as
+    :math:`dx_i = y_i\,\bigl((dy_i - a) + \xi\bigr)` with :math:`a = dy_c` and
+    :math:`\xi = \sum_j y_j\,(a - dy_j)`; every other row by the plain formula. Since
+    :math:`\sum_j y_j = 1` the two are the same product (any constant :math:`a` cancels), but
+    the first avoids a cancellation: when :math:`y_c \to 1` the plain form subtracts two nearly
+    equal numbers at the dominant entry, :math:`dy_c - \langle y, dy\rangle`. There the entry
+    is :math:`y_c \sum_{j \ne c} y_j (dy_c - dy_j)`, a sum of small terms, so every entry has a
+    relative error of a small multiple of :math:`n u` measured from the logits, at any logit
+    gap, including gaps where :math:`y_c` rounds to 1. Its rounding error is bounded by
+    ``vjp_error_bound(..., algorithm="vjp")``. Use it where the gradient of a confident
+    prediction matters (late in training with cross-entropy, distillation, gradient checks at
+    confident points).
+
+    **The rule** (``accurate=True``). A row takes the accurate form if and only if, with
+    :math:`c` the first index of its largest :math:`y_c` and :math:`u` the unit roundoff of
+    ``y``'s dtype as given,
 
     1. :math:`y_c \ge 1/2` (then the other entries stay within the plain formula's bound),
     2. :math:`|1 - \sum_j y_j| \le (n + 16)\,u` (the row is a probability vector up to
        rounding; off the simplex the two forms differ by :math:`y_i\,a\,(\sum_j y_j - 1)`),
     3. :math:`\langle y, dy\rangle` is finite, and
-    4. :math:`t` is finite.
+    4. :math:`\xi` is finite.
 
     Every other row is the plain formula bit for bit (the dot product, then subtract, then
     multiply), so a NaN anywhere in a row of ``y`` or ``dy`` makes that row NaN, and infinities
     and overflowing dot products give the plain formula's NaN and infinities.
-    :func:`softmax_grad.native.softmax_vjp` follows the same rule. ``accurate=False`` gives the
-    plain formula for every row.
+    :func:`softmax_grad.native.softmax_vjp` takes the same keyword, with the same default and
+    the same rule.
 
     Parameters
     ----------
@@ -108,10 +122,10 @@ def softmax_vjp(y, dy, axis: int = -1, where=None, accurate: bool = True) -> np.
         ``y``; True keeps an entry. Masked entries of ``y`` and ``dy`` are not read and get
         gradient 0; the kept ones get the VJP of the softmax over the kept entries. A row with
         nothing kept is all zeros.
-    accurate : bool, default True
-        False computes the plain formula :math:`y \odot (dy - \langle y, dy\rangle)` for every
-        row (what most implementations do; it loses the dominant entry's digits), bounded by
-        ``vjp_error_bound(..., algorithm="plain")``.
+    accurate : bool, default False
+        False: the plain formula :math:`y \odot (dy - \langle y, dy\rangle)` on every row (it
+        loses the dominant entry's digits). True: the accurate form on the rows the rule picks
+        (see above), at a measured cost (bench/README.md, "Design measurements").
 
     Returns
     -------
@@ -148,16 +162,16 @@ def _softmax_vjp(y: np.ndarray, dy: np.ndarray, ax: int, u: float, accurate: boo
     if a is None:
         return y * (dy - dot)
     with np.errstate(invalid="ignore", over="ignore"):
-        # d = dy - a, t = sum_j y_j (a - dy_j) = -<y, d> (negation is exact), then
-        # y * (d + t), in place in one buffer
+        # d = dy - a, xi = sum_j y_j (a - dy_j) = -<y, d> (negation is exact), then
+        # y * (d + xi), in place in one buffer
         dx = np.subtract(dy, a, dtype=np.result_type(y, dy))
-        t = -np.sum(y * dx, axis=ax, keepdims=True)
-        dx += t
+        xi = -np.sum(y * dx, axis=ax, keepdims=True)
+        dx += xi
         dx *= y
-    # The rule: the accurate form iff the row has a dominant entry and <y, dy> and t are
+    # The rule: the accurate form iff the row has a dominant entry and <y, dy> and xi are
     # finite. Rows with a = 0 (no dominant entry, or dy_c = 0, where both forms are the same
     # product) are recomputed too, so their bits never depend on the sum of y * d.
-    plain = (a == 0) | ~(np.isfinite(dot) & np.isfinite(t))
+    plain = (a == 0) | ~(np.isfinite(dot) & np.isfinite(xi))
     if plain.any():  # y * (dy - dot) on those rows only (ufunc where=: the others untouched)
         np.subtract(dy, dot, out=dx, where=plain)
         np.multiply(y, dx, out=dx, where=plain)
@@ -225,28 +239,30 @@ def vjp_error_bound(
     of the given ``y`` and ``dy``. The model {Higham, *Accuracy and Stability of Numerical
     Algorithms*, §2.2, §3.1}: every operation returns :math:`(x \mathbin{op} y)(1 + \delta)`
     with :math:`|\delta| \le u` (:math:`2^{-24}` float32, :math:`2^{-53}` float64), plus at most
-    :math:`\eta/2` in a product that underflows (:math:`\eta` the smallest subnormal; additions
+    :math:`\omega/2` in a product that underflows (:math:`\omega` the smallest subnormal; additions
     of subnormals are exact); :math:`\gamma_k = ku/(1 - ku)`, and products of :math:`k` factors
     :math:`(1+\delta)^{\pm 1}` are :math:`1 + \theta_k` with :math:`|\theta_k| \le \gamma_k`.
     ``depth`` :math:`k` is the largest number of additions any one term passes through in the
     row's summation; ``None`` means :math:`k = n`, valid for any order (recursive, pairwise,
     blocked, SIMD lanes, with or without FMA, which only removes roundings).
 
-    ``algorithm="vjp"`` (the default) bounds :func:`softmax_vjp`'s form. With :math:`a` its
-    reference value (:math:`dy_c` or 0), :math:`s = \sum_j y_j (dy_j - a)` and
+    ``algorithm="vjp"`` (the default) bounds the accurate form,
+    ``softmax_vjp(..., accurate=True)`` (and ``native.softmax_vjp(..., accurate=True)``); the
+    default ``softmax_vjp(y, dy)`` is the plain formula, bounded by ``algorithm="plain"``. With
+    :math:`a` its reference value (:math:`dy_c` or 0), :math:`\xi = \sum_j y_j (a - dy_j)` and
     :math:`S' = \sum_j |y_j (dy_j - a)|`, it computes :math:`\hat d_j = fl(dy_j - a)`,
-    :math:`\hat s` the sum of :math:`fl(y_j \hat d_j)`, and
-    :math:`\widehat{dx}_i = fl(y_i\,fl(\hat d_i - \hat s))`. Each term of :math:`\hat s`
+    :math:`\hat\xi` minus the sum of :math:`fl(y_j \hat d_j)` (the negation is exact), and
+    :math:`\widehat{dx}_i = fl(y_i\,fl(\hat d_i + \hat\xi))`. Each term of :math:`\hat\xi`
     carries the subtraction, the product and :math:`k` additions, so
-    :math:`|\hat s - s| \le \gamma_{k+2} S' + n\eta(1+\gamma_k)/2`; then
-    :math:`\widehat{dx}_i = y_i\bigl((dy_i - a)(1+\delta_1) - \hat s\bigr)(1+\delta_2)
+    :math:`|\hat\xi - \xi| \le \gamma_{k+2} S' + n\omega(1+\gamma_k)/2`; then
+    :math:`\widehat{dx}_i = y_i\bigl((dy_i - a)(1+\delta_1) + \hat\xi\bigr)(1+\delta_2)
     (1+\delta_3)`, and :math:`u(1+\gamma_2) \le \gamma_3`,
     :math:`\gamma_{k+2}(1+\gamma_2) \le \gamma_{k+4}` give
 
     .. math::
 
-        |\widehat{dx}_i - y_i(dy_i - a - s)| \le |y_i|\bigl(\gamma_{k+4} S'
-        + \gamma_3 |dy_i - a| + \gamma_2 |dy_i - a - s|\bigr) + c_i\,\eta,
+        |\widehat{dx}_i - y_i(dy_i - a + \xi)| \le |y_i|\bigl(\gamma_{k+4} S'
+        + \gamma_3 |dy_i - a| + \gamma_2 |dy_i - a + \xi|\bigr) + c_i\,\omega,
         \qquad c_i = n|y_i|(1 + \gamma_{k+4}) + 1.
 
     Where :math:`a = 0`, :math:`dy_j - a` is exact: the bound is the ``"plain"`` one below
@@ -260,13 +276,13 @@ def vjp_error_bound(
 
     ``algorithm="plain"`` bounds :math:`\widehat{dx}_i = fl(y_i\,fl(dy_i - \hat d))` with
     :math:`\hat d` the dot product (each term one product and :math:`k` additions):
-    :math:`|y_i|(\gamma_{k+3}\,S + \gamma_2\,|dy_i - \langle y, dy\rangle|) + c_i\eta` with
+    :math:`|y_i|(\gamma_{k+3}\,S + \gamma_2\,|dy_i - \langle y, dy\rangle|) + c_i\omega` with
     :math:`S = \sum_j |y_j\,dy_j|` and :math:`c_i = n|y_i|(1+\gamma_{k+3}) + 1`.
 
     ``algorithm="quadratic"`` bounds the O(n²) form
     :math:`dx_i = \sum_j (-y_i y_j)\,dy_j + y_i\,dy_i` (two roundings per term in a sum of
     depth :math:`k`, the diagonal term and the final addition):
-    :math:`\gamma_{k+3}\,|y_i|\,(S + |dy_i|) + (n + 4)\,\eta`.
+    :math:`\gamma_{k+3}\,|y_i|\,(S + |dy_i|) + (n + 4)\,\omega`.
 
     The bound is evaluated in float64 from the given ``y`` and ``dy`` (the exact inputs of the
     computation) and enlarged by a relative :math:`10^{-6}`, which covers that evaluation's own
@@ -282,12 +298,13 @@ def vjp_error_bound(
         The arithmetic's dtype; default float32 when both inputs are float32 (or float16 /
         bfloat16), else float64. A half dtype (given, or both inputs' when ``dtype`` is None)
         means float32 arithmetic and one final rounding to it, which adds
-        :math:`u_h(|dx_i| + \text{bound}_i) + \eta_h/2` (:math:`u_h`, :math:`\eta_h` of the
+        :math:`u_h(|dx_i| + \text{bound}_i) + \omega_h/2` (:math:`u_h`, :math:`\omega_h` of the
         half dtype).
     axis : int, default -1
         The softmax axis.
     algorithm : {"vjp", "plain", "quadratic"}
-        :func:`softmax_vjp`'s form, the plain O(n) formula, or the O(n²) one.
+        :func:`softmax_vjp`'s accurate form (``accurate=True``), the plain O(n) formula (its
+        default), or the O(n²) one.
     depth : int, optional
         Additions any one term passes through in the row's sum (e.g.
         ``softmax_grad.native.summation_depth(n, dtype)`` for the native kernels); default ``n``.
@@ -326,7 +343,7 @@ def vjp_error_bound(
     else:
         k = int(depth)
     u = unit_roundoff(dt)
-    eta = float(np.finfo(dt).smallest_subnormal)
+    omega = float(np.finfo(dt).smallest_subnormal)
 
     def gamma(m: int) -> float:
         return m * u / (1 - m * u)
@@ -337,15 +354,15 @@ def vjp_error_bound(
     ay = np.abs(y64)
 
     def model(g_sum: float, sum_abs, rest):
-        """|y_i| (g_sum * sum_abs + rest) + c_i eta, c_i = n |y_i| (1 + g_sum) + 1."""
-        return ay * (g_sum * sum_abs + rest) + (n * ay * (1 + g_sum) + 1) * eta
+        """|y_i| (g_sum * sum_abs + rest) + c_i omega, c_i = n |y_i| (1 + g_sum) + 1."""
+        return ay * (g_sum * sum_abs + rest) + (n * ay * (1 + g_sum) + 1) * omega
 
     with np.errstate(invalid="ignore", over="ignore"):
         s_abs = np.sum(np.abs(y64 * dy64), axis=-1, keepdims=True)
         dot = np.sum(y64 * dy64, axis=-1, keepdims=True)
         magnitude = ay * np.abs(dy64 - dot)  # |dx_i| of the exact plain product
         if algorithm == "quadratic":
-            bound = gamma(k + 3) * ay * (s_abs + np.abs(dy64)) + (n + 4) * eta
+            bound = gamma(k + 3) * ay * (s_abs + np.abs(dy64)) + (n + 4) * omega
         else:
             bound = model(gamma(k + 3), s_abs, gamma(2) * np.abs(dy64 - dot))
         if algorithm == "vjp":
@@ -355,16 +372,16 @@ def vjp_error_bound(
             if shifted is not None and np.any(shifted):
                 a = np.moveaxis(a, ax, -1).astype(np.float64)
                 d = dy64 - a
-                s = np.sum(y64 * d, axis=-1, keepdims=True)
+                xi = -np.sum(y64 * d, axis=-1, keepdims=True)
                 s_abs_d = np.sum(np.abs(y64 * d), axis=-1, keepdims=True)
-                rest = gamma(3) * np.abs(d) + gamma(2) * np.abs(d - s)
+                rest = gamma(3) * np.abs(d) + gamma(2) * np.abs(d + xi)
                 drift = np.abs(y64 * a * _one_minus_sum(y64, shifted)[..., None])
                 accurate = model(gamma(k + 4), s_abs_d, rest) + drift
                 bound = np.where(shifted[..., None], accurate, bound)
-                magnitude = np.where(shifted[..., None], ay * np.abs(d - s) + drift, magnitude)
+                magnitude = np.where(shifted[..., None], ay * np.abs(d + xi) + drift, magnitude)
         if rounded is not None:
             # One rounding to the half dtype: u_h |computed| + half its smallest subnormal.
             u_h = unit_roundoff(rounded)
-            eta_h = float(ml_dtypes.finfo(rounded).smallest_subnormal)
-            bound = bound + u_h * (magnitude + bound) + eta_h / 2
+            omega_h = float(ml_dtypes.finfo(rounded).smallest_subnormal)
+            bound = bound + u_h * (magnitude + bound) + omega_h / 2
     return np.moveaxis(bound * (1 + 1e-6), -1, ax)
