@@ -105,9 +105,14 @@ lint: $(STAMP)
 	@echo "==> ruff format --check"
 	$(BIN)/ruff format --check .
 
+# Two pytest workers (pytest-xdist), each taking whole test files (--dist loadfile), so a module's
+# fixtures are set up once. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+
 pytest: $(STAMP)
 	@echo "==> pytest tests/"
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(XDIST) tests
 
 # The native tests again, against the same C sources built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (tests/native_sanitized.py); the interpreter is not instrumented, so
@@ -122,21 +127,22 @@ sanitize: $(SANITIZE_DIR)/.built
 	@echo "==> native tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 SG_SANITIZED_DIR=$(SANITIZE_DIR) \
-	  $(BIN)/python -m pytest -q --capture=sys -p tests.native_sanitized tests/test_native.py
+	  $(BIN)/python -m pytest $(XDIST) -q --capture=sys -p tests.native_sanitized tests/test_native.py
 
 nbval: $(STAMP)
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "==> nbval: no notebooks in book/ yet, nothing to execute"
 else
 	@echo "==> nbval (strict): executing every notebook in book/ and comparing with the committed outputs"
-	$(BIN)/python -m pytest --nbval -p no:randomly book/
+	$(BIN)/python -m pytest $(XDIST) --nbval -p no:randomly book/
 endif
 
 # --- what make test builds and checks ---------------------------------------------------------
-# nbval has just executed every notebook and found its outputs equal to the committed ones, so the
-# test build renders those committed outputs (execute_notebooks: off) instead of executing every
-# notebook a second time; it is otherwise the reader's build (-W -n: any warning fails it). It goes
-# to its own tree, $(TEST_BUILD), so the reader's _build/html and its jupyter-cache stay as they are.
+# nbval executes every notebook and checks its outputs against the committed ones, so the test
+# build renders those committed outputs (execute_notebooks: off) instead of executing every
+# notebook a second time (make test runs the two side by side, and passes only if both pass); it is
+# otherwise the reader's build (-W -n: any warning fails it). It goes to its own tree,
+# $(TEST_BUILD), so the reader's _build/html and its jupyter-cache stay as they are.
 TEST_BUILD := _build/test
 TEST_CONFIG := $(TEST_BUILD)/_config.yml
 TEST_HTML := $(TEST_BUILD)/_build/html
@@ -176,7 +182,16 @@ browser: $(STAMP) test-pdf
 	  CHROMIUM="$$chromium" BOOK_HTML_DIR=$(TEST_HTML) BOOK_SCREENSHOT_DIR=_build/screenshots \
 	    $(BIN)/python -m pytest browser_tests
 
-test: lint pytest sanitize nbval test-html test-pdf browser pdf-test package-test
+# make test runs these checks TEST_JOBS at a time (GNU make -j), the book build's chain (HTML, PDF,
+# browser) and nbval first as the longest; each check's output is printed whole when it ends
+# (--output-sync, GNU make 4 and newer), and every check runs even after one fails (-k).
+TEST_CHECKS := test-html test-pdf browser pdf-test nbval package-test sanitize pytest lint
+TEST_JOBS ?= 2
+OUTPUT_SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target)
+
+test: $(STAMP)
+	@echo "==> make test: $(TEST_CHECKS), $(TEST_JOBS) at a time"
+	$(MAKE) --no-print-directory -k -j$(TEST_JOBS) $(OUTPUT_SYNC) $(TEST_CHECKS)
 	@echo "==> make test: all checks passed"
 
 # --allow-root only when make runs as root (containers), where Jupyter refuses to start without it.
