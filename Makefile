@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard book/*.ipynb)
 JB_FLAGS := -W -n --keep-going
 
 .PHONY: help install html pdf book test lint pytest sanitize nbval test-html test-pdf browser \
-  pdf-test package-test lab bench clean
+  pdf-test package-test book-checks lab bench clean
 
 help:
 	@echo "make book   create $(VENV), install, compile, execute the notebooks (jupyter-cache:"
@@ -40,17 +40,29 @@ TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),https://download.pytorch.o
 HOST_RESOLVES := import socket, sys, urllib.parse; \
   socket.getaddrinfo(urllib.parse.urlsplit(sys.argv[1]).hostname, 443)
 
+# The C extension compiles (softmax_grad installed editable, without its dependencies) while pip
+# installs torch and then the dependencies of softmax_grad[book,test], listed from pyproject.toml:
+# the two together are what pip install -e '.[book,test]' does, the compile no longer last.
+REQUIREMENTS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+  print("\n".join(p["dependencies"] + [r for x in sys.argv[1:] for r in p["optional-dependencies"][x]]))
+
 $(STAMP): $(BIN)/python $(INSTALL_INPUTS)
-	@index="$(TORCH_INDEX)"; \
+	@echo "==> compiling the C extension: softmax_grad installed editable, its output in $(VENV)/editable.log"
+	@$(BIN)/python -m pip install --quiet --no-deps -e . > $(VENV)/editable.log 2>&1 & editable=$$!; \
+	index="$(TORCH_INDEX)"; \
 	if [ -n "$$index" ] && ! $(BIN)/python -c "$(HOST_RESOLVES)" "$$index" 2>/dev/null; then \
 	  echo "==> $$index cannot be resolved here: torch comes from pip's configured indexes"; \
 	  index=; \
 	fi; \
 	echo "==> installing torch (CPU build$${index:+, from $$index or a local cache})"; \
-	set -x; $(BIN)/python -m pip install --quiet -c constraints.txt \
-	  $${index:+--extra-index-url $$index} torch
-	@echo "==> installing softmax_grad[book,test] (editable, compiles the C extension)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[book,test]'
+	( set -x; $(BIN)/python -m pip install --quiet -c constraints.txt \
+	  $${index:+--extra-index-url $$index} torch ) || { kill $$editable; exit 1; }; \
+	echo "==> installing the dependencies of softmax_grad[book,test]"; \
+	$(BIN)/python -c '$(REQUIREMENTS_OF)' book test > $(VENV)/requirements.txt; \
+	( set -x; $(BIN)/python -m pip install --quiet -c constraints.txt -r $(VENV)/requirements.txt ) \
+	  || { kill $$editable; exit 1; }; \
+	echo "==> waiting for the C extension"; \
+	wait $$editable || { cat $(VENV)/editable.log; echo "error: pip install -e . failed"; exit 1; }
 	@touch $@
 
 install: $(STAMP)
@@ -147,12 +159,10 @@ TEST_BUILD := _build/test
 TEST_CONFIG := $(TEST_BUILD)/_config.yml
 TEST_HTML := $(TEST_BUILD)/_build/html
 
-$(TEST_CONFIG): _config.yml tools/committed_config.py
-	@mkdir -p $(@D)
-	$(BIN)/python tools/committed_config.py _config.yml $@
-
-test-html: $(STAMP) $(TEST_CONFIG)
-	@echo "==> building the book from the outputs nbval confirmed (no execution) into $(TEST_HTML)"
+test-html: $(STAMP)
+	@echo "==> building the book from the committed outputs (no execution) into $(TEST_HTML)"
+	@mkdir -p $(TEST_BUILD)
+	$(BIN)/python tools/committed_config.py _config.yml $(TEST_CONFIG)
 	$(BIN)/jupyter-book build . --config $(TEST_CONFIG) --path-output $(TEST_BUILD) $(JB_FLAGS)
 
 test-pdf: test-html
@@ -182,11 +192,16 @@ browser: $(STAMP) test-pdf
 	  CHROMIUM="$$chromium" BOOK_HTML_DIR=$(TEST_HTML) BOOK_SCREENSHOT_DIR=_build/screenshots \
 	    $(BIN)/python -m pytest browser_tests
 
-# make test runs these checks TEST_JOBS at a time (GNU make -j), the book build's chain (HTML, PDF,
-# browser) and nbval first as the longest; each check's output is printed whole when it ends
-# (--output-sync, GNU make 4 and newer), and every check runs even after one fails (-k).
-TEST_CHECKS := test-html test-pdf browser pdf-test nbval package-test sanitize pytest lint
+# make test runs these checks TEST_JOBS at a time (GNU make -j), the longest first; each check's
+# output is printed whole when it ends (--output-sync, GNU make 4 and newer), and every check runs
+# even after one fails (-k). The book's checks are one job, in their own make: with the HTML,
+# PDF and browser steps as jobs of this one, make would give the slot the HTML build frees to the
+# next check in the list (it waits for a slot on that one), and the longest chain would wait.
+TEST_CHECKS := book-checks nbval package-test sanitize pytest lint
 TEST_JOBS ?= 2
+
+book-checks: $(STAMP)
+	$(MAKE) --no-print-directory pdf-test browser
 OUTPUT_SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target)
 
 test: $(STAMP)
