@@ -197,7 +197,7 @@ browser: $(STAMP) test-pdf
 # even after one fails (-k). The book's checks are one job, in their own make: with the HTML,
 # PDF and browser steps as jobs of this one, make would give the slot the HTML build frees to the
 # next check in the list (it waits for a slot on that one), and the longest chain would wait.
-TEST_CHECKS := book-checks nbval package-test sanitize pytest lint
+TEST_CHECKS := package-test book-checks nbval sanitize pytest lint
 TEST_JOBS ?= 2
 
 book-checks: $(STAMP)
