@@ -199,10 +199,10 @@ browser: $(STAMP) test-pdf
 # next check in the list (it waits for a slot on that one), and the longest chain would wait.
 TEST_CHECKS := package-test book-checks nbval sanitize pytest lint
 TEST_JOBS ?= 2
+OUTPUT_SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target)
 
 book-checks: $(STAMP)
 	$(MAKE) --no-print-directory pdf-test browser
-OUTPUT_SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target)
 
 test: $(STAMP)
 	@echo "==> make test: $(TEST_CHECKS), $(TEST_JOBS) at a time"
