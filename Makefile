@@ -176,8 +176,9 @@ pdf-test: test-pdf
 	  PATH="$$poppler:$$PATH" BOOK_PDF=$(TEST_BUILD)/_build/pdf/$(PDF_NAME) \
 	    $(BIN)/python -m pytest -p no:randomly release_tests/test_book_pdf.py
 
-# python -m build makes the sdist and the wheel; each is installed in a fresh venv outside the
-# repository (the sdist compiled from scratch) and softmax_grad.native is checked there.
+# python -m build makes the sdist; pip builds the wheel from it (compiled from scratch) and installs
+# it in a fresh venv, and the wheel alone goes into a second one; softmax_grad.native is checked in
+# each, outside the repository (release_tests/test_package.py).
 package-test: $(STAMP)
 	@echo "==> building the sdist and the wheel, installing each into a fresh venv"
 	$(BIN)/python -m pytest -p no:randomly release_tests/test_package.py
