@@ -12,7 +12,7 @@ NOTEBOOKS := $(wildcard book/*.ipynb)
 JB_FLAGS := -W -n --keep-going
 
 .PHONY: help install html pdf book test lint pytest sanitize nbval test-html test-pdf browser \
-  pdf-test package-test lab bench clean
+  pdf-test package-test book-checks lab bench clean
 
 help:
 	@echo "make book   create $(VENV), install, compile, execute the notebooks (jupyter-cache:"
@@ -40,17 +40,29 @@ TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),https://download.pytorch.o
 HOST_RESOLVES := import socket, sys, urllib.parse; \
   socket.getaddrinfo(urllib.parse.urlsplit(sys.argv[1]).hostname, 443)
 
+# The C extension compiles (softmax_grad installed editable, without its dependencies) while pip
+# installs torch and then the dependencies of softmax_grad[book,test], listed from pyproject.toml:
+# the two together are what pip install -e '.[book,test]' does, the compile no longer last.
+REQUIREMENTS_OF := import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+  print("\n".join(p["dependencies"] + [r for x in sys.argv[1:] for r in p["optional-dependencies"][x]]))
+
 $(STAMP): $(BIN)/python $(INSTALL_INPUTS)
-	@index="$(TORCH_INDEX)"; \
+	@echo "==> compiling the C extension: softmax_grad installed editable, its output in $(VENV)/editable.log"
+	@$(BIN)/python -m pip install --quiet --no-deps -e . > $(VENV)/editable.log 2>&1 & editable=$$!; \
+	index="$(TORCH_INDEX)"; \
 	if [ -n "$$index" ] && ! $(BIN)/python -c "$(HOST_RESOLVES)" "$$index" 2>/dev/null; then \
 	  echo "==> $$index cannot be resolved here: torch comes from pip's configured indexes"; \
 	  index=; \
 	fi; \
 	echo "==> installing torch (CPU build$${index:+, from $$index or a local cache})"; \
-	set -x; $(BIN)/python -m pip install --quiet -c constraints.txt \
-	  $${index:+--extra-index-url $$index} torch
-	@echo "==> installing softmax_grad[book,test] (editable, compiles the C extension)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[book,test]'
+	( set -x; $(BIN)/python -m pip install --quiet -c constraints.txt \
+	  $${index:+--extra-index-url $$index} torch ) || { kill $$editable; exit 1; }; \
+	echo "==> installing the dependencies of softmax_grad[book,test]"; \
+	$(BIN)/python -c '$(REQUIREMENTS_OF)' book test > $(VENV)/requirements.txt; \
+	( set -x; $(BIN)/python -m pip install --quiet -c constraints.txt -r $(VENV)/requirements.txt ) \
+	  || { kill $$editable; exit 1; }; \
+	echo "==> waiting for the C extension"; \
+	wait $$editable || { cat $(VENV)/editable.log; echo "error: pip install -e . failed"; exit 1; }
 	@touch $@
 
 install: $(STAMP)
@@ -105,9 +117,14 @@ lint: $(STAMP)
 	@echo "==> ruff format --check"
 	$(BIN)/ruff format --check .
 
+# Two pytest workers (pytest-xdist), each taking whole test files (--dist loadfile), so a module's
+# fixtures are set up once. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+
 pytest: $(STAMP)
 	@echo "==> pytest tests/"
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(XDIST) tests
 
 # The native tests again, against the same C sources built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (tests/native_sanitized.py); the interpreter is not instrumented, so
@@ -122,31 +139,30 @@ sanitize: $(SANITIZE_DIR)/.built
 	@echo "==> native tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 SG_SANITIZED_DIR=$(SANITIZE_DIR) \
-	  $(BIN)/python -m pytest -q --capture=sys -p tests.native_sanitized tests/test_native.py
+	  $(BIN)/python -m pytest $(XDIST) -q --capture=sys -p tests.native_sanitized tests/test_native.py
 
 nbval: $(STAMP)
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "==> nbval: no notebooks in book/ yet, nothing to execute"
 else
 	@echo "==> nbval (strict): executing every notebook in book/ and comparing with the committed outputs"
-	$(BIN)/python -m pytest --nbval -p no:randomly book/
+	$(BIN)/python -m pytest $(XDIST) --nbval -p no:randomly book/
 endif
 
 # --- what make test builds and checks ---------------------------------------------------------
-# nbval has just executed every notebook and found its outputs equal to the committed ones, so the
-# test build renders those committed outputs (execute_notebooks: off) instead of executing every
-# notebook a second time; it is otherwise the reader's build (-W -n: any warning fails it). It goes
-# to its own tree, $(TEST_BUILD), so the reader's _build/html and its jupyter-cache stay as they are.
+# nbval executes every notebook and checks its outputs against the committed ones, so the test
+# build renders those committed outputs (execute_notebooks: off) instead of executing every
+# notebook a second time (make test runs the two side by side, and passes only if both pass); it is
+# otherwise the reader's build (-W -n: any warning fails it). It goes to its own tree,
+# $(TEST_BUILD), so the reader's _build/html and its jupyter-cache stay as they are.
 TEST_BUILD := _build/test
 TEST_CONFIG := $(TEST_BUILD)/_config.yml
 TEST_HTML := $(TEST_BUILD)/_build/html
 
-$(TEST_CONFIG): _config.yml tools/committed_config.py
-	@mkdir -p $(@D)
-	$(BIN)/python tools/committed_config.py _config.yml $@
-
-test-html: $(STAMP) $(TEST_CONFIG)
-	@echo "==> building the book from the outputs nbval confirmed (no execution) into $(TEST_HTML)"
+test-html: $(STAMP)
+	@echo "==> building the book from the committed outputs (no execution) into $(TEST_HTML)"
+	@mkdir -p $(TEST_BUILD)
+	$(BIN)/python tools/committed_config.py _config.yml $(TEST_CONFIG)
 	$(BIN)/jupyter-book build . --config $(TEST_CONFIG) --path-output $(TEST_BUILD) $(JB_FLAGS)
 
 test-pdf: test-html
@@ -160,8 +176,9 @@ pdf-test: test-pdf
 	  PATH="$$poppler:$$PATH" BOOK_PDF=$(TEST_BUILD)/_build/pdf/$(PDF_NAME) \
 	    $(BIN)/python -m pytest -p no:randomly release_tests/test_book_pdf.py
 
-# python -m build makes the sdist and the wheel; each is installed in a fresh venv outside the
-# repository (the sdist compiled from scratch) and softmax_grad.native is checked there.
+# python -m build makes the sdist; pip builds the wheel from it (compiled from scratch) and installs
+# it in a fresh venv, and the wheel alone goes into a second one; softmax_grad.native is checked in
+# each, outside the repository (release_tests/test_package.py).
 package-test: $(STAMP)
 	@echo "==> building the sdist and the wheel, installing each into a fresh venv"
 	$(BIN)/python -m pytest -p no:randomly release_tests/test_package.py
@@ -176,7 +193,21 @@ browser: $(STAMP) test-pdf
 	  CHROMIUM="$$chromium" BOOK_HTML_DIR=$(TEST_HTML) BOOK_SCREENSHOT_DIR=_build/screenshots \
 	    $(BIN)/python -m pytest browser_tests
 
-test: lint pytest sanitize nbval test-html test-pdf browser pdf-test package-test
+# make test runs these checks TEST_JOBS at a time (GNU make -j), the longest first; each check's
+# output is printed whole when it ends (--output-sync, GNU make 4 and newer), and every check runs
+# even after one fails (-k). The book's checks are one job, in their own make: with the HTML,
+# PDF and browser steps as jobs of this one, make would give the slot the HTML build frees to the
+# next check in the list (it waits for a slot on that one), and the longest chain would wait.
+TEST_CHECKS := package-test book-checks nbval sanitize pytest lint
+TEST_JOBS ?= 2
+OUTPUT_SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target)
+
+book-checks: $(STAMP)
+	$(MAKE) --no-print-directory pdf-test browser
+
+test: $(STAMP)
+	@echo "==> make test: $(TEST_CHECKS), $(TEST_JOBS) at a time"
+	$(MAKE) --no-print-directory -k -j$(TEST_JOBS) $(OUTPUT_SYNC) $(TEST_CHECKS)
 	@echo "==> make test: all checks passed"
 
 # --allow-root only when make runs as root (containers), where Jupyter refuses to start without it.

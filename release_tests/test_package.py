@@ -1,10 +1,13 @@
-"""``python -m build`` makes an sdist and a wheel; both install outside the repository and work.
+"""The sdist and the wheel: each installs outside the repository and works.
 
-The wheel goes into a fresh virtual environment (not editable, run from a folder outside the
-repository); the sdist is built from scratch by pip in a second fresh environment, which compiles
-``csrc/`` again. In each, ``softmax_grad.native`` must import from that environment and agree with
-the NumPy formula :math:`dx = y\\,(dy - \\langle y, dy\\rangle)` on every ISA the CPU offers.
-Dependencies are installed with ``-c constraints.txt``, from pip's cache when it has them.
+``python -m build --sdist`` makes the sdist; pip builds the wheel from it, compiling ``csrc/``
+from scratch in an isolated build environment, in a fresh virtual environment, and installs that
+wheel there: what ``pip install`` of the sdist does, in its two steps (a single compile serves
+both checks). The wheel then goes on its own into a second fresh environment, where nothing is
+compiled. Both environments are used from a folder outside the repository, and in each
+``softmax_grad.native`` must import from that environment and agree with the NumPy formula
+:math:`dx = y\\,(dy - \\langle y, dy\\rangle)` on every ISA the CPU offers. Dependencies are
+installed with ``-c constraints.txt``, from pip's cache when it has them.
 """
 
 from __future__ import annotations
@@ -74,11 +77,28 @@ def _fresh_env(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dist(tmp_path_factory) -> Path:
-    """``python -m build``: the sdist, then the wheel built from that sdist (build's default)."""
+def sdist(tmp_path_factory) -> Path:
+    """``python -m build --sdist``."""
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--outdir", out, REPO], cwd=REPO)
-    return out
+    _run([sys.executable, "-m", "build", "--sdist", "--outdir", out, REPO], cwd=REPO)
+    return _one(out, "softmax_grad-*.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def from_sdist(sdist, tmp_path_factory) -> tuple[Path, Path, str]:
+    """A fresh environment into which pip built the sdist (compiling csrc/) and installed the
+    wheel it made: (its python, that wheel, pip's log of the build)."""
+    root = tmp_path_factory.mktemp("from-sdist")
+    python = _fresh_env(root / "env")
+    wheels = root / "wheels"
+    pip = [python, "-m", "pip"]
+    log = _run(
+        [*pip, "wheel", "-v", "--no-deps", "--no-binary", "softmax-grad", "-w", wheels, sdist],
+        cwd=root,
+    )
+    wheel = _one(wheels, "softmax_grad-*.whl")
+    _run([*pip, "install", "-q", "-c", CONSTRAINTS, wheel], cwd=root)
+    return python, wheel, log
 
 
 def _one(dist: Path, pattern: str) -> Path:
@@ -87,8 +107,7 @@ def _one(dist: Path, pattern: str) -> Path:
     return found[0]
 
 
-def test_sdist_has_the_c_sources(dist):
-    sdist = _one(dist, "softmax_grad-*.tar.gz")
+def test_sdist_has_the_c_sources(sdist):
     with tarfile.open(sdist) as tar:
         names = {Path(n).relative_to(Path(n).parts[0]).as_posix() for n in tar.getnames()}
     needed = {p.relative_to(REPO).as_posix() for p in (REPO / "csrc").glob("*.[ch]")}
@@ -99,8 +118,8 @@ def test_sdist_has_the_c_sources(dist):
     assert not shipped_binaries, shipped_binaries
 
 
-def test_wheel_metadata(dist):
-    wheel = _one(dist, "softmax_grad-*.whl")
+def test_wheel_metadata(from_sdist):
+    _, wheel, _ = from_sdist
     with zipfile.ZipFile(wheel) as zf:
         meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         meta = email.message_from_bytes(zf.read(meta_name))
@@ -118,36 +137,21 @@ def test_wheel_metadata(dist):
     assert meta["Requires-Python"] and meta["Keywords"] and meta["Author"]
 
 
-def test_wheel_installs_and_native_works_outside_the_repository(dist, tmp_path):
-    wheel = _one(dist, "softmax_grad-*.whl")
-    python = _fresh_env(tmp_path / "env")
-    _run([python, "-m", "pip", "install", "-q", "-c", CONSTRAINTS, wheel], cwd=tmp_path)
+def test_sdist_builds_from_scratch_and_native_works(from_sdist, tmp_path):
+    python, _, log = from_sdist
+    assert "Building wheel for softmax-grad" in log and "dispatch.c" in log, (
+        "pip did not compile the extension from the sdist:\n" + log[-3000:]
+    )
     out = _run([python, "-c", CHECK], cwd=tmp_path)
     print(out)
     assert out.rstrip().endswith("OK")
 
 
-def test_sdist_builds_from_scratch_and_native_works(dist, tmp_path):
-    sdist = _one(dist, "softmax_grad-*.tar.gz")
+def test_wheel_installs_and_native_works_outside_the_repository(from_sdist, tmp_path):
+    _, wheel, _ = from_sdist
     python = _fresh_env(tmp_path / "env")
-    log = _run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "-v",
-            "-c",
-            CONSTRAINTS,
-            "--no-binary",
-            "softmax-grad",
-            sdist,
-        ],
-        cwd=tmp_path,
-    )
-    assert "Building wheel for softmax-grad" in log and "dispatch.c" in log, (
-        "pip did not compile the extension from the sdist:\n" + log[-3000:]
-    )
+    log = _run([python, "-m", "pip", "install", "-v", "-c", CONSTRAINTS, wheel], cwd=tmp_path)
+    assert "Building wheel for softmax-grad" not in log, "pip built the wheel again:\n" + log
     out = _run([python, "-c", CHECK], cwd=tmp_path)
     print(out)
     assert out.rstrip().endswith("OK")

@@ -1175,14 +1175,15 @@ def test_import_needs_no_compiler():
 def test_build_without_avx512(tmp_path):
     # SG_NO_AVX512 (what _native_build.py defines when SG_NO_AVX512=1 is in the environment):
     # kernels_avx512.c compiles to nothing -- no intrinsics needed -- and dispatch never offers
-    # the path, whatever the CPU. Compiled at -O1 to keep the test quick.
+    # the path, whatever the CPU. Compiled at -O0 to keep the test quick (-O1 takes half a
+    # minute for kernels_scalar.c); with -ffp-contract=off every level gives the same bits.
     import ctypes
     import importlib.util
 
     from tests.native_sanitized import build
 
     name = "_sg_native_no_avx512"
-    so = build(tmp_path, module=name, flags=("-O1",), macros=(("SG_NO_AVX512", "1"),))
+    so = build(tmp_path, module=name, flags=("-O0",), macros=(("SG_NO_AVX512", "1"),))
     spec = importlib.util.spec_from_file_location(name, so)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -276,7 +276,9 @@ def print_book(html_dir: Path, out: Path, chromium: str, title: str, author: str
             context.route("**/*", route)
             page = context.new_page()
             t0 = time.perf_counter()
-            page.goto(url, wait_until="load")
+            # The whole book is one page: on a busy machine (make test runs two checks at a time)
+            # it takes longer to load than Playwright's default limit of 30 s.
+            page.goto(url, wait_until="load", timeout=600_000)
             page.add_style_tag(content=PRINT_CSS)
             titles = page.evaluate(PREPARE_JS, {"title": title, "author": author})
             page.emulate_media(media="print")
