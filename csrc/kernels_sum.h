@@ -36,6 +36,14 @@
  * wanted, a constant after inlining): its own lanes and counter, in the very same order.
  */
 
+/* The accumulator loops are unrolled so that the lanes live in registers; with vectors of one
+ * element (the scalar path: 64 or 32 lanes) that would make one long function per kernel and a
+ * compile of minutes, for a path whose speed is not the point. */
+#if RW == 1
+#define RUNROLL
+#else
+#define RUNROLL SG_UNROLL
+#endif
 #define RL (SG_SUM_BYTES / (int)sizeof(RT))
 #define RA (RL / RW)
 #define RK ((size_t)SG_SUM_ROUNDS * RL)
@@ -53,7 +61,7 @@ typedef struct {
 
 SG_TARGET SG_ALWAYS_INLINE static inline void RFN(init)(RV *SG_RESTRICT ln, RFN(counter) *ct)
 {
-    SG_UNROLL for (int a = 0; a < RA; ++a)
+    RUNROLL for (int a = 0; a < RA; ++a)
         ln[a] = RZERO;
     ct->top = 0;
     ct->blocks = 0;
@@ -92,9 +100,9 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(group)(RV *SG_RESTRICT ln, RV 
 {
     RV level[8]; /* level[k]: the maximum of the last 2^k vectors not yet paired */
     int top = 0;
-    SG_UNROLL for (int k = RA; k > 1; k >>= 1)
+    RUNROLL for (int k = RA; k > 1; k >>= 1)
         ++top;
-    SG_UNROLL for (int a = 0; a < RA; ++a) {
+    RUNROLL for (int a = 0; a < RA; ++a) {
         const size_t k = i + (size_t)a * RW;
         RV x = RLOAD(narrow, p + k);
         if (mx)
@@ -105,7 +113,7 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(group)(RV *SG_RESTRICT ln, RV 
         if (mx) {
             RV m = x;
             int l = 0;
-            SG_UNROLL for (int b = a; b & 1; b >>= 1, ++l)
+            RUNROLL for (int b = a; b & 1; b >>= 1, ++l)
                 m = RMAX(level[l], m); /* no side effect in a macro's argument */
             level[l] = m;
         }
@@ -120,7 +128,7 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(partial)(RV *SG_RESTRICT ln, R
                                           const RP *SG_RESTRICT q, RV c, size_t i, size_t n,
                                           int kind, int narrow, RV *mx)
 {
-    SG_UNROLL for (int a = 0; a < RA; ++a) {
+    RUNROLL for (int a = 0; a < RA; ++a) {
         const size_t k = i + (size_t)a * RW;
         RV x;
         if (k + RW <= n) {
@@ -143,15 +151,15 @@ SG_TARGET SG_ALWAYS_INLINE static inline void RFN(partial)(RV *SG_RESTRICT ln, R
  * sum into the binary counter, and the lanes back to +0. */
 SG_TARGET SG_ALWAYS_INLINE static inline void RFN(flush)(RV *SG_RESTRICT ln, RFN(counter) *ct, int used)
 {
-    SG_UNROLL for (int h = RA / 2; h >= 1; h /= 2) {
-        SG_UNROLL for (int a = 0; a < h; ++a)
+    RUNROLL for (int h = RA / 2; h >= 1; h /= 2) {
+        RUNROLL for (int a = 0; a < h; ++a)
             if (a + h < used)
                 ln[a] = RADD(ln[a], ln[a + h]);
         if (used > h)
             used = h;
     }
     RT v = RHSUM(ln[0]);
-    SG_UNROLL for (int a = 0; a < RA; ++a)
+    RUNROLL for (int a = 0; a < RA; ++a)
         ln[a] = RZERO;
     for (size_t b = ct->blocks++; b & 1; b >>= 1)
         v = ct->stack[--ct->top] + v;
@@ -218,12 +226,12 @@ SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum_short)(const RP *SG_RESTRICT
                                           RT *psum)
 {
     RV ln[RA], sl[RA];
-    SG_UNROLL for (int a = 0; a < RA; ++a) /* the tree reads only what the loads set, but */
+    RUNROLL for (int a = 0; a < RA; ++a) /* the tree reads only what the loads set, but */
         ln[a] = sl[a] = RZERO;             /* the compiler cannot tell */
     const int full = (int)(n / RW);
     const size_t r = n % RW;
     int used = full + (r != 0);
-    SG_UNROLL for (int a = 0; a < RA; ++a) {
+    RUNROLL for (int a = 0; a < RA; ++a) {
         if (a >= used)
             break;
         const size_t k = (size_t)a * RW;
@@ -240,8 +248,8 @@ SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum_short)(const RP *SG_RESTRICT
         if (mx)
             *mx = RMAX(x, *mx);
     }
-    SG_UNROLL for (int h = RA / 2; h >= 1; h /= 2) {
-        SG_UNROLL for (int a = 0; a < h; ++a)
+    RUNROLL for (int h = RA / 2; h >= 1; h /= 2) {
+        RUNROLL for (int a = 0; a < h; ++a)
             if (a + h < used) {
                 ln[a] = RADD(ln[a], ln[a + h]);
                 if (psum)
@@ -270,6 +278,7 @@ SG_TARGET SG_ALWAYS_INLINE static inline RT RFN(sum)(const RP *SG_RESTRICT p, co
     return RFN(finish)(ln, &ct, p, q, c, 0, n, kind, narrow, mx, psum ? sl : NULL, &sc, psum);
 }
 
+#undef RUNROLL
 #undef RL
 #undef RA
 #undef RK
