@@ -52,6 +52,9 @@ static int sg_detect(void)
 #endif
     return mask;
 }
+#elif defined(__aarch64__)
+/* NEON (Advanced SIMD) is part of the AArch64 base architecture. */
+static int sg_detect(void) { return 1 << SG_ISA_SCALAR | 1 << SG_ISA_NEON; }
 #else
 static int sg_detect(void) { return 1 << SG_ISA_SCALAR; }
 #endif
@@ -69,7 +72,7 @@ int sg_available_isas(void)
 
 static const struct sg_kernels *sg_table(int isa)
 {
-    if (isa < 0 || isa > SG_ISA_AVX512 || !((sg_available_isas() >> isa) & 1))
+    if (isa < 0 || isa > SG_ISA_NEON || !((sg_available_isas() >> isa) & 1))
         return NULL;
     switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -79,6 +82,10 @@ static const struct sg_kernels *sg_table(int isa)
     case SG_ISA_AVX512:
         return &sg_kernels_avx512;
 #endif
+#endif
+#if defined(__aarch64__)
+    case SG_ISA_NEON:
+        return &sg_kernels_neon;
 #endif
     default:
         return &sg_kernels_scalar;

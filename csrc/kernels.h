@@ -1,4 +1,5 @@
-/* kernels.h: what each ISA file (kernels_scalar.c, kernels_avx2.c, kernels_avx512.c) gives
+/* kernels.h: what each ISA file (kernels_scalar.c, kernels_avx2.c, kernels_avx512.c,
+ * kernels_neon.c) gives
  * dispatch.c -- one table of row-block kernels per ISA. Internal: cffi never sees this file.
  *
  * A row kernel processes `rows` consecutive rows of `n` elements starting at the given pointers.
@@ -63,6 +64,10 @@ extern const struct sg_kernels sg_kernels_avx2;
 #define SG_HAVE_AVX512 1
 extern const struct sg_kernels sg_kernels_avx512;
 #endif
+#endif
+
+#if defined(__aarch64__)
+extern const struct sg_kernels sg_kernels_neon;
 #endif
 
 #endif /* SG_KERNELS_H */

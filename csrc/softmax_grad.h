@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 /* Instruction-set paths. Bit (1 << SG_ISA_x) of sg_available_isas() says whether path x can run. */
-enum sg_isa { SG_ISA_SCALAR = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2 };
+enum sg_isa { SG_ISA_SCALAR = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2, SG_ISA_NEON = 3 };
 
 /* The summation order of every sum in a row (csrc/kernels_sum.h), the same on every path:
  * SG_SUM_BYTES / sizeof(T) lanes (element j of a block in lane j mod that), blocks of
@@ -42,7 +42,7 @@ enum sg_status {
 
 /* Bitmask of usable ISA paths: scalar always; AVX2 when the CPU has AVX2, FMA and F16C and the OS
  * saves the YMM state; AVX-512 when the CPU has AVX-512F (plus AVX2, FMA and F16C) and the OS
- * saves the ZMM state. Read once (cpuid + xgetbv) and cached. */
+ * saves the ZMM state (cpuid + xgetbv); NEON on every AArch64 CPU. Read once and cached. */
 int sg_available_isas(void);
 
 /* Softmax VJP, the plain form: out[r, i] = y[r, i] * (dy[r, i] - sum_j y[r, j] * dy[r, j]) (the

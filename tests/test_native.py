@@ -212,8 +212,17 @@ def test_isas_agree_with_proc_cpuinfo():
     # The kernel clears a flag when it does not enable the register state, so /proc/cpuinfo is
     # an independent witness of what cpuid + xgetbv should have found.
     with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        flags = next(
+            (
+                line.split(":", 1)[1].split()
+                for line in f
+                if line.startswith(("flags", "Features"))  # x86, AArch64
+            ),
+            [],
+        )
     expected = ["scalar"]
+    if "asimd" in flags:  # AArch64's NEON
+        expected.append("neon")
     if "avx2" in flags and "fma" in flags and "f16c" in flags:  # f16c: float16 conversions
         expected.append("avx2")
         if "avx512f" in flags:

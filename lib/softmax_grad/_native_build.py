@@ -7,8 +7,9 @@ The C interface is ``csrc/softmax_grad.h``, read here verbatim for ``ffi.cdef`` 
 lines dropped), so the header is the one place that declares it. One compile serves every x86-64
 CPU: the AVX2 and AVX-512 files enable their instruction sets per function with
 ``__attribute__((target(...)))`` and run only after ``dispatch.c`` has checked the CPU; no
-``-march=native``. On other architectures those files compile to nothing and only the scalar
-path exists; ``SG_NO_AVX512=1`` in the build's environment leaves out the AVX-512 path (see
+``-march=native``. On AArch64 ``kernels_neon.c`` adds the NEON path (part of every AArch64 CPU)
+and the x86 files compile to nothing, as it does on x86-64; elsewhere only the scalar path
+exists. ``SG_NO_AVX512=1`` in the build's environment leaves out the AVX-512 path (see
 :func:`macros`).
 """
 
@@ -22,7 +23,14 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "softmax_grad.h"
-SOURCES = ("dispatch.c", "pool.c", "kernels_scalar.c", "kernels_avx2.c", "kernels_avx512.c")
+SOURCES = (
+    "dispatch.c",
+    "pool.c",
+    "kernels_scalar.c",
+    "kernels_avx2.c",
+    "kernels_avx512.c",
+    "kernels_neon.c",
+)
 DEPENDS = (
     "softmax_grad.h",
     "kernels.h",
@@ -35,6 +43,8 @@ DEPENDS = (
     "kernels_avx2_ps.h",
     "kernels_avx512_half.h",
     "kernels_avx512_ps.h",
+    "kernels_neon_half.h",
+    "kernels_neon_ps.h",
     "pool.h",
 )
 MODULE = "softmax_grad._native"

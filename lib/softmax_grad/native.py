@@ -59,8 +59,9 @@ __all__ = [
 _ffi = _native.ffi
 _lib = _native.lib
 
-#: Every ISA name this module knows, in the order of the C enum (``SG_ISA_*``): worst to best.
-ALL_ISAS = ("scalar", "avx2", "avx512")
+#: Every ISA name this module knows, in the order of the C enum (``SG_ISA_*``): worst to best
+#: within an architecture (x86-64 never has ``"neon"``, AArch64 never the x86 paths).
+ALL_ISAS = ("scalar", "avx2", "avx512", "neon")
 _MASK = _lib.sg_available_isas()
 _AVAILABLE = tuple(name for bit, name in enumerate(ALL_ISAS) if _MASK >> bit & 1)
 _ISA_INDEX = {name: ALL_ISAS.index(name) for name in _AVAILABLE}
@@ -138,6 +139,7 @@ def isas() -> tuple[str, ...]:
         Always starts with ``"scalar"``; then ``"avx2"`` when the CPU has AVX2, FMA and F16C
         (float16 conversions) and the OS saves the YMM registers, and ``"avx512"`` when it also
         has AVX-512F with ZMM state enabled (checked with ``cpuid`` and ``xgetbv`` once, in C).
+        On AArch64: ``"scalar"`` and ``"neon"`` (part of every AArch64 CPU).
     """
     return _AVAILABLE
 
@@ -460,7 +462,7 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.n
     out : ndarray, optional
         C-contiguous, writeable array of the same shape and dtype, not overlapping ``y`` or
         ``dy``, that receives the result; only its elements are written.
-    isa : {None, "scalar", "avx2", "avx512"}, optional
+    isa : {None, "scalar", "avx2", "avx512", "neon"}, optional
         Instruction-set path; ``None`` picks the best of :func:`isas`.
     threads : int >= 1, optional
         At most this many threads share the rows (fewer for small calls, see
@@ -510,7 +512,7 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
         Logits.
     out : ndarray, optional
         C-contiguous, writeable array of the same shape and dtype, not overlapping ``x``.
-    isa : {None, "scalar", "avx2", "avx512"}, optional
+    isa : {None, "scalar", "avx2", "avx512", "neon"}, optional
         Instruction-set path; ``None`` picks the best of :func:`isas`.
     threads : int >= 1, optional
         At most this many threads share the rows (fewer for small calls, see
@@ -550,7 +552,7 @@ def jacobian_product_quadratic(y, dy, out=None, isa=None, threads=1) -> np.ndarr
         Upstream gradient.
     out : ndarray, optional
         As in :func:`softmax_vjp`.
-    isa : {None, "scalar", "avx2", "avx512"}, optional
+    isa : {None, "scalar", "avx2", "avx512", "neon"}, optional
         Instruction-set path; ``None`` picks the best of :func:`isas`.
     threads : int >= 1 or None, default 1
         As in :func:`softmax_vjp`; one thread unless asked, because the function exists to be
@@ -586,7 +588,7 @@ def stream_add(a, b, out=None, isa=None, threads=None) -> np.ndarray:
         Operands (at least one dimension).
     out : ndarray, optional
         C-contiguous, writeable array of the same shape and dtype, not overlapping ``a`` or ``b``.
-    isa : {None, "scalar", "avx2", "avx512"}, optional
+    isa : {None, "scalar", "avx2", "avx512", "neon"}, optional
         ``None`` picks the best of :func:`isas`.
     threads : int >= 1, optional
         At most this many threads (fewer for small calls, see :func:`default_threads`); ``None``
