@@ -11,7 +11,7 @@ INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard setup.py csrc/*.c cs
 NOTEBOOKS := $(wildcard book/*.ipynb)
 JB_FLAGS := -W -n --keep-going
 
-.PHONY: help install html pdf book test lint pytest sanitize nbval test-html test-pdf browser \
+.PHONY: help install html pdf book test lint pytest aarch64-tools sanitize nbval test-html test-pdf browser \
   pdf-test package-test book-checks lab bench clean
 
 help:
@@ -122,9 +122,19 @@ lint: $(STAMP)
 PYTEST_WORKERS ?= 2
 XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
-pytest: $(STAMP)
+pytest: $(STAMP) aarch64-tools
 	@echo "==> pytest tests/"
 	$(BIN)/python -m pytest $(XDIST) tests
+
+# tests/test_native_aarch64.py cross-compiles the kernels for AArch64 and runs them under qemu
+# user-mode emulation; tools/ensure-tool finds the tools or installs them (as root, or with sudo,
+# on Debian/Ubuntu). Without them that test skips, and this says so plainly; it never fails.
+aarch64-tools:
+	@if tools/ensure-tool aarch64 >/dev/null; then \
+		echo "==> AArch64 cross compiler and qemu-aarch64 found: the NEON step runs in pytest"; \
+	else \
+		echo "==> SKIPPED: the AArch64 (NEON) step under qemu (no cross compiler or qemu-aarch64)"; \
+	fi
 
 # The native tests again, against the same C sources built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (tests/native_sanitized.py); the interpreter is not instrumented, so
