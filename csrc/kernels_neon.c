@@ -91,43 +91,27 @@ static inline float64x2_t sg_ldexp_f64x2(float64x2_t p, float64x2_t k)
     return vmulq_f64(vmulq_f64(p, s1), s2);
 }
 
-/* ---- tails: the first r < W elements through a stack buffer ---------------------------------- */
-static inline float32x4_t sg_mloadz_f32x4(const float *p, size_t r)
-{
-    float b[4] = {0};
-    memcpy(b, p, r * sizeof *p);
-    return vld1q_f32(b);
-}
-static inline void sg_mstore_f32x4(float *p, size_t r, float32x4_t v)
-{
-    float b[4];
-    vst1q_f32(b, v);
-    memcpy(p, b, r * sizeof *p);
-}
-static inline float64x2_t sg_mloadz_f64x2(const double *p, size_t r)
-{
-    double b[2] = {0};
-    memcpy(b, p, r * sizeof *p);
-    return vld1q_f64(b);
-}
-static inline void sg_mstore_f64x2(double *p, size_t r, float64x2_t v)
-{
-    double b[2];
-    vst1q_f64(b, v);
-    memcpy(p, b, r * sizeof *p);
-}
-static inline uint16x4_t sg_mload_u16x4(const uint16_t *p, size_t r)
-{
-    uint16_t b[4] = {0};
-    memcpy(b, p, r * sizeof *p);
-    return vld1_u16(b);
-}
-static inline void sg_mstore_u16x4(uint16_t *p, size_t r, uint16x4_t v)
-{
-    uint16_t b[4];
-    vst1_u16(b, v);
-    memcpy(p, b, r * sizeof *p);
-}
+/* ---- tails: the first r < W elements through a stack buffer ---------------------------------
+ * LOADZ(p, r): the first r elements at p, 0 in the other lanes; STORE(p, r, v): v's first r
+ * lanes to p. For element type E, vector type VT of K lanes, and NEON's LD and ST. */
+#define SG_NEON_TAIL(LOADZ, STORE, E, VT, K, LD, ST)                                               \
+    static inline VT LOADZ(const E *p, size_t r)                                                   \
+    {                                                                                              \
+        E b[K] = {0};                                                                              \
+        memcpy(b, p, r * sizeof *p);                                                               \
+        return LD(b);                                                                              \
+    }                                                                                              \
+    static inline void STORE(E *p, size_t r, VT v)                                                 \
+    {                                                                                              \
+        E b[K];                                                                                    \
+        ST(b, v);                                                                                  \
+        memcpy(p, b, r * sizeof *p);                                                               \
+    }
+
+SG_NEON_TAIL(sg_mloadz_f32x4, sg_mstore_f32x4, float, float32x4_t, 4, vld1q_f32, vst1q_f32)
+SG_NEON_TAIL(sg_mloadz_f64x2, sg_mstore_f64x2, double, float64x2_t, 2, vld1q_f64, vst1q_f64)
+SG_NEON_TAIL(sg_mload_u16x4, sg_mstore_u16x4, uint16_t, uint16x4_t, 4, vld1_u16, vst1_u16)
+
 /* the first r < 2 floats at p, widened to doubles (the float forward pass sums in double) */
 static inline float64x2_t sg_mloadz_f32x2_pd(const float *p, size_t r)
 {
