@@ -33,14 +33,11 @@ HASH = re.compile(r"^hash ([0-9a-f]{16}) ([0-9a-f]{16})$", re.M)
 CHECKS = re.compile(r"^checks (\d+) failures (\d+)$", re.M)
 
 
-def _build_and_run(tmp: Path, cc: str, extra: tuple[str, ...], runner: tuple[str, ...]) -> str:
+def _command(tmp: Path, cc: str, extra: tuple[str, ...]) -> tuple[list[str], Path]:
     exe = tmp / "sg_check"
     sources = [str(nb.CSRC / name) for name in nb.SOURCES] + [str(DRIVER)]
     cmd = [cc, *nb.COMPILE_ARGS, "-Wall", "-Werror", "-I", str(nb.CSRC), *extra, *sources]
-    subprocess.run([*cmd, "-o", str(exe), "-lm", *nb.LINK_ARGS], check=True)
-    done = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"sg_check failed:\n{done.stdout}\n{done.stderr[-4000:]}"
-    return done.stdout
+    return [*cmd, "-o", str(exe), "-lm", *nb.LINK_ARGS], exe
 
 
 def _summary(out: str) -> tuple[int, int, str, str]:
@@ -50,22 +47,55 @@ def _summary(out: str) -> tuple[int, int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def host_run(tmp_path_factory) -> str:
+def runs(tmp_path_factory) -> dict[str, str | None]:
+    """The driver's output per build, "host" and "aarch64" (None when that build cannot be
+    made here, with the reason in "why-<build>"): both compiled, then both run, in parallel."""
+    builds = {}
     cc = os.environ.get("CC", "gcc")
-    if shutil.which(cc) is None:
-        pytest.skip(f"no C compiler {cc!r} on PATH for the stand-alone driver")
-    return _build_and_run(tmp_path_factory.mktemp("host"), cc, (), ())
-
-
-@pytest.fixture(scope="module")
-def aarch64_run(tmp_path_factory) -> str:
+    why = {}
+    if shutil.which(cc):
+        builds["host"] = (_command(tmp_path_factory.mktemp("host"), cc, ()), ())
+    else:
+        why["host"] = f"no C compiler {cc!r} on PATH for the stand-alone driver"
     missing = [tool for tool in (CROSS_CC, QEMU) if shutil.which(tool) is None]
     if missing:
-        pytest.skip(
+        why["aarch64"] = (
             f"{' and '.join(missing)} not found (Debian/Ubuntu: apt-get install "
             "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; make test does it as root)"
         )
-    return _build_and_run(tmp_path_factory.mktemp("aarch64"), CROSS_CC, ("-static",), (QEMU,))
+    else:
+        cmd = _command(tmp_path_factory.mktemp("aarch64"), CROSS_CC, ("-static",))
+        builds["aarch64"] = (cmd, (QEMU,))
+    compiling = {k: subprocess.Popen(cmd) for k, ((cmd, _), _) in builds.items()}
+    for k, proc in compiling.items():
+        assert proc.wait(timeout=600) == 0, f"compiling the {k} driver failed"
+    running = {
+        k: subprocess.Popen(
+            [*runner, str(exe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for k, ((_, exe), runner) in builds.items()
+    }
+    out: dict[str, str | None] = {k: None for k in ("host", "aarch64")}
+    for k, proc in running.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"sg_check ({k}) failed:\n{stdout}\n{stderr[-4000:]}"
+        out[k] = stdout
+    out.update({f"why-{k}": v for k, v in why.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def host_run(runs) -> str:
+    if runs["host"] is None:
+        pytest.skip(runs["why-host"])
+    return runs["host"]
+
+
+@pytest.fixture(scope="module")
+def aarch64_run(runs) -> str:
+    if runs["aarch64"] is None:
+        pytest.skip(runs["why-aarch64"])
+    return runs["aarch64"]
 
 
 def test_host_build_passes_every_check(host_run):
