@@ -48,7 +48,9 @@
  * is kernels_sum.h's, whose order of operations depends on n only: not on the row's address,
  * not on the ISA, not on the thread that runs it. Every other operation is elementwise and the
  * same on every path (the exp included: its FMAs are fma() on the scalar path), so the results
- * are bitwise identical for any address, any thread count and every ISA path.
+ * are bitwise identical for any address, any thread count and every ISA path -- except the sign
+ * and payload bits of a NaN the hardware generates, which differ between CPUs and paths (where a
+ * NaN lands does not).
  */
 
 #ifndef S /* storage is the compute type */

@@ -16,7 +16,11 @@ use fewer, see :func:`default_threads`): the calling thread and workers of a poo
 library, started on first need. Every sum in a row is taken in one fixed order that depends on
 the row's length only (see :func:`summation_depth`), and every other operation is elementwise and
 the same on every path, so :func:`softmax` and :func:`softmax_vjp` give bitwise identical results
-for any ``threads``, any address of the inputs and outputs, and every ISA path (scalar included).
+for any ``threads``, any address of the inputs and outputs, and every ISA path (scalar included;
+x86-64 and AArch64 alike). The one exception is the sign and payload of a NaN: where a NaN lands
+is the same everywhere, but the bits of a NaN the hardware generates (``inf - inf``) differ
+between paths (x86's default NaN is negative, AArch64's positive, and the scalar and SIMD paths of
+one CPU may take it from different operands).
 Every function takes its arguments in the same order: the inputs, then ``out``, ``isa``,
 ``threads``.
 
@@ -440,9 +444,9 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.n
 
     **Reproducible bits.** Every sum is taken in the one order of :func:`summation_depth`, so the
     result is bitwise the same for any ``threads``, any address of ``y``, ``dy`` and ``out``, and
-    every ISA path, including when a sum overflows. Plain rows are within
-    :func:`softmax_grad.vjp_error_bound` of the exact VJP, with :func:`summation_depth` in place
-    of n (its ``depth``, where that function takes one).
+    every ISA path, including when a sum overflows (NaN bits aside: see the module's
+    docstring). Plain rows are within :func:`softmax_grad.vjp_error_bound` of the exact VJP,
+    with :func:`summation_depth` in place of n (its ``depth``, where that function takes one).
 
     **Half precision.** float16 and bfloat16 rows are converted to float32 in registers,
     computed exactly as the float32 kernel computes the converted rows (the same sums in the
@@ -499,7 +503,8 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     float32 rows too) in the order of :func:`summation_depth`, so its relative error is at most
     :math:`\gamma_k` with :math:`k = ` ``summation_depth(n, float64)`` (34 at
     :math:`n = 2^{22}`): the 1e-13 holds at any length a row can have in memory, and the result is
-    bitwise the same on every ISA path, at any address and for any ``threads``. A ``-inf`` logit
+    bitwise the same on every ISA path, at any address and for any ``threads`` (NaN bits aside:
+    see the module's docstring). A ``-inf`` logit
     gives exactly 0; a row of only ``-inf``, or with NaN or ``+inf``, is NaN throughout -- all
     exactly as the NumPy formula. float16 and bfloat16 rows are computed in float32 (the sum in
     float64) and rounded once on store: the result is bitwise the float32 call on
