@@ -308,8 +308,8 @@ SG_TARGET SG_ALWAYS_INLINE static inline int FN(row_coeffs)(const S *SG_RESTRICT
                                                             const S *SG_RESTRICT dy, size_t n,
                                                             T dot, V mx, T *a, T *t, int narrow)
 {
-    *a = dot;
-    *t = -(T)0;
+    /* *a, *t hold the plain form's (dot, -0) already: the callers set them, since with accurate
+     * = 0 this is never called */
     if (dot - dot == 0 && VANYGE(mx, (T)0.5))
         return FN(row_confident)(y, dy, n, VHMAX(mx), a, t, narrow);
     return 0;
