@@ -34,6 +34,13 @@ from .losses import (
     z_loss,
 )
 from .machine import cache_sizes, parse_size
+from .online import (
+    finish_logsumexp,
+    merge_logsumexp,
+    online_logsumexp,
+    online_softmax,
+    partial_logsumexp,
+)
 from .symbolic import (
     jacobian_difference,
     kronecker_form,
@@ -69,6 +76,7 @@ __all__ = [
     "diagonal_only_derivative",
     "distillation_loss",
     "error_vs_step",
+    "finish_logsumexp",
     "focal_loss",
     "jacobian_difference",
     "jacobian_einsum",
@@ -79,10 +87,14 @@ __all__ = [
     "log_softmax",
     "log_softmax_vjp",
     "logit_symbols",
+    "merge_logsumexp",
     "mse",
     "numerical_gradient",
     "numerical_jacobian",
+    "online_logsumexp",
+    "online_softmax",
     "parse_size",
+    "partial_logsumexp",
     "probability_symbols",
     "question_delta",
     "question_delta_difference",
