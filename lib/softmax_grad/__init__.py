@@ -34,6 +34,7 @@ from .losses import (
     z_loss,
 )
 from .machine import cache_sizes, parse_size
+from .memory import PeakMemory, peak_memory
 from .online import (
     finish_logsumexp,
     merge_logsumexp,
@@ -62,6 +63,7 @@ __all__ = [
     "CheckResult",
     "GradientCheck",
     "LogSoftmax",
+    "PeakMemory",
     "Softmax",
     "Timing",
     "WARM_HEAP",
@@ -95,6 +97,7 @@ __all__ = [
     "online_softmax",
     "parse_size",
     "partial_logsumexp",
+    "peak_memory",
     "probability_symbols",
     "question_delta",
     "question_delta_difference",
