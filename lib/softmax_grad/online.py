@@ -1,15 +1,15 @@
 r"""The online softmax: a row's log-sum-exp as a state updated block by block (Milakov and
 Gimelshein, 2018).
 
-A block of logits :math:`x_j, j \in A` is summarised by the state :math:`(m_A, s_A)`:
+A block of logits :math:`x_j, j \in A` is summarised by the state :math:`(m_A, Z_A)`:
 
-.. math:: m_A = \max_{j \in A} x_j, \qquad s_A = \sum_{j \in A} e^{x_j - m_A},
+.. math:: m_A = \max_{j \in A} x_j, \qquad Z_A = \sum_{j \in A} e^{x_j - m_A},
 
-so :math:`\log\sum_{j \in A} e^{x_j} = m_A + \log s_A`. Two disjoint blocks merge without
-revisiting their logits:
+so :math:`\log\sum_{j \in A} e^{x_j} = m_A + \log Z_A`. Two disjoint blocks :math:`A, A'` merge
+without revisiting their logits:
 
-.. math:: m_{A \cup B} = \max(m_A, m_B), \qquad
-   s_{A \cup B} = s_A e^{m_A - m_{A \cup B}} + s_B e^{m_B - m_{A \cup B}},
+.. math:: m_{A \cup A'} = \max(m_A, m_{A'}), \qquad
+   Z_{A \cup A'} = Z_A e^{m_A - m_{A \cup A'}} + Z_{A'} e^{m_{A'} - m_{A \cup A'}},
 
 and every exponent is :math:`\le 0`, so nothing overflows. The merge is associative and
 commutative (up to rounding), which is what lets a kernel read a row once for its maximum and
@@ -49,8 +49,8 @@ def partial_logsumexp(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    m, s : ndarray, shape of ``x`` without ``axis``
-        :math:`m = \max_j x_j` and :math:`s = \sum_j e^{x_j - \hat m}`, where
+    m, Z : ndarray, shape of ``x`` without ``axis``
+        :math:`m = \max_j x_j` and :math:`Z = \sum_j e^{x_j - \hat m}`, where
         :math:`\hat m = m` if finite and 0 otherwise.
     """
     x = as_float_array(x, "x")
@@ -67,16 +67,16 @@ def partial_logsumexp(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
 def merge_logsumexp(a, b) -> tuple[np.ndarray, np.ndarray]:
     r"""The state of the union of two disjoint blocks, from their states ``a`` and ``b``.
 
-    :math:`m = \max(m_a, m_b)`, :math:`s = s_a e^{\hat m_a - \hat m} + s_b e^{\hat m_b - \hat m}`.
+    :math:`m = \max(m_a, m_b)`, :math:`Z = Z_a e^{\hat m_a - \hat m} + Z_b e^{\hat m_b - \hat m}`.
     An empty block, ``(-inf, 0)``, is the identity: its term is 0, never ``0 * inf``.
 
     Parameters
     ----------
-    a, b : tuple of ndarray ``(m, s)``, broadcastable shapes
+    a, b : tuple of ndarray ``(m, Z)``, broadcastable shapes
 
     Returns
     -------
-    m, s : ndarray
+    m, Z : ndarray
     """
     (ma, sa), (mb, sb) = a, b
     m = np.maximum(ma, mb)  # NaN propagates
