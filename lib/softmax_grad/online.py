@@ -38,7 +38,7 @@ def _shift(m):
 
 
 def partial_logsumexp(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    r"""The state :math:`(m, s)` of a block of logits along ``axis``.
+    r"""The state :math:`(m, Z)` of a block of logits along ``axis``.
 
     Parameters
     ----------
@@ -88,7 +88,7 @@ def merge_logsumexp(a, b) -> tuple[np.ndarray, np.ndarray]:
 
 
 def finish_logsumexp(state) -> np.ndarray:
-    r""":math:`\hat m + \log s`, the log-sum-exp of a state: ``-inf`` for an empty or all
+    r""":math:`\hat m + \log Z`, the log-sum-exp of a state: ``-inf`` for an empty or all
     ``-inf`` block, ``+inf`` if a logit is ``+inf``, NaN if one is NaN."""
     m, s = state
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -127,8 +127,8 @@ def online_logsumexp(x, axis: int = -1, block: int = DEFAULT_BLOCK) -> np.ndarra
 
 
 def online_softmax(x, axis: int = -1, block: int = DEFAULT_BLOCK, where=None) -> np.ndarray:
-    r"""Softmax along ``axis`` in two passes: the state :math:`(m, s)` merged block by block,
-    then :math:`y_i = e^{x_i - \hat m} / s`.
+    r"""Softmax along ``axis`` in two passes: the state :math:`(m, Z)` merged block by block,
+    then :math:`y_i = e^{x_i - \hat m} / Z`.
 
     The same function as :func:`softmax_grad.softmax` (equal up to rounding), including its
     conventions for ``-inf`` (probability 0), ``+inf`` and NaN (the row is NaN) and ``where``
