@@ -3,6 +3,7 @@
  *
  * Global state: the cached ISA mask, written once under pthread_once, and the pool's.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -117,9 +118,10 @@ static size_t sg_thread_count(int threads, size_t units)
     return t < units ? t : units;
 }
 
-/* Rows [rows*k/t, rows*(k+1)/t) are block k: contiguous, sizes differing by at most 1. */
-static void sg_run_rows(sg_rows_fn fn, const void *a, const void *b, void *out, size_t rows,
-                        size_t n, size_t elem, int threads)
+/* Rows [rows*k/t, rows*(k+1)/t) are block k: contiguous, sizes differing by at most 1. out has
+ * out_n elements per row: n, or 1 for a row reduction. */
+static void sg_run_rows_to(sg_rows_fn fn, const void *a, const void *b, void *out, size_t rows,
+                           size_t n, size_t elem, size_t out_n, int threads)
 {
     const size_t t = sg_thread_count(threads, rows);
     struct sg_block blocks[SG_MAX_THREADS];
@@ -129,11 +131,17 @@ static void sg_run_rows(sg_rows_fn fn, const void *a, const void *b, void *out, 
         blocks[k].fn = fn;
         blocks[k].a = (const char *)a + offset;
         blocks[k].b = b ? (const char *)b + offset : NULL;
-        blocks[k].out = (char *)out + offset;
+        blocks[k].out = (char *)out + r0 * out_n * elem;
         blocks[k].rows = r1 - r0;
         blocks[k].n = n;
     }
     sg_pool_run(sg_run_block, blocks, t);
+}
+
+static void sg_run_rows(sg_rows_fn fn, const void *a, const void *b, void *out, size_t rows,
+                        size_t n, size_t elem, int threads)
+{
+    sg_run_rows_to(fn, a, b, out, rows, n, elem, n, threads);
 }
 
 /* Elementwise work splits anywhere: the rows * n elements are cut into blocks that start on
@@ -160,11 +168,16 @@ static void sg_run_elements(sg_rows_fn fn, const void *a, const void *b, void *o
 
 /* ---- argument checks ------------------------------------------------------------------------- */
 
-/* Whether the byte ranges [p, p + bytes) and [q, q + bytes) share a byte. */
-static int sg_overlap(const void *p, const void *q, size_t bytes)
+/* Whether the byte ranges [p, p + pbytes) and [q, q + qbytes) share a byte. */
+static int sg_overlap2(const void *p, size_t pbytes, const void *q, size_t qbytes)
 {
     const uintptr_t x = (uintptr_t)p, y = (uintptr_t)q;
-    return x < y + bytes && y < x + bytes;
+    return pbytes && qbytes && x < y + qbytes && y < x + pbytes;
+}
+
+static int sg_overlap(const void *p, const void *q, size_t bytes)
+{
+    return sg_overlap2(p, bytes, q, bytes);
 }
 
 /* The status of a call on `count` elements of `elem` bytes, with a second input b when `two`;
@@ -245,3 +258,116 @@ SG_ENTRY_1(sg_softmax_f32, float, softmax_f32)
 SG_ENTRY_1(sg_softmax_f64, double, softmax_f64)
 SG_ENTRY_1(sg_softmax_f16, uint16_t, softmax_f16)
 SG_ENTRY_1(sg_softmax_bf16, uint16_t, softmax_bf16)
+
+SG_ENTRY_1(sg_softmax_online_f32, float, softmax_online_f32)
+SG_ENTRY_1(sg_softmax_online_f64, double, softmax_online_f64)
+SG_ENTRY_1(sg_softmax_online_f16, uint16_t, softmax_online_f16)
+SG_ENTRY_1(sg_softmax_online_bf16, uint16_t, softmax_online_bf16)
+
+/* ---- row reductions and the fused loss ---------------------------------------------------------- */
+
+/* out[r] for r < rows from rows of n elements of x (n = 0: the empty sum's log, -inf). */
+#define SG_ENTRY_LSE(NAME, T, FIELD)                                                               \
+    int NAME(const T *x, T *out, size_t rows, size_t n, int isa, int threads)                      \
+    {                                                                                              \
+        const struct sg_kernels *k = sg_table(isa);                                                \
+        if (!k)                                                                                    \
+            return SG_BAD_ISA;                                                                     \
+        if (threads < 1)                                                                           \
+            return SG_BAD_THREADS;                                                                 \
+        if (!rows)                                                                                 \
+            return SG_OK;                                                                          \
+        if (!out || (n && !x))                                                                     \
+            return SG_BAD_POINTER;                                                                 \
+        if (((uintptr_t)x | (uintptr_t)out) % sizeof(T))                                           \
+            return SG_BAD_ALIGNMENT;                                                               \
+        if (sg_overlap2(out, rows * sizeof(T), x, rows * n * sizeof(T)))                           \
+            return SG_OVERLAP;                                                                     \
+        if (!n) {                                                                                  \
+            for (size_t r = 0; r < rows; ++r)                                                      \
+                out[r] = -(T)INFINITY;                                                             \
+            return SG_OK;                                                                          \
+        }                                                                                          \
+        sg_run_rows_to(k->FIELD, x, NULL, out, rows, n, sizeof(T), 1, threads);                    \
+        return SG_OK;                                                                              \
+    }
+
+SG_ENTRY_LSE(sg_logsumexp_f32, float, logsumexp_f32)
+SG_ENTRY_LSE(sg_logsumexp_f64, double, logsumexp_f64)
+
+struct sg_ce_block {
+    sg_ce_fn fn;
+    const char *x, *grad;
+    const int64_t *labels;
+    char *loss, *dx;
+    size_t rows, n;
+    int64_t ignore;
+};
+
+static void sg_run_ce_block(void *ctx, size_t k)
+{
+    const struct sg_ce_block *blk = (const struct sg_ce_block *)ctx + k;
+    if (blk->rows)
+        blk->fn(blk->x, blk->labels, blk->grad, blk->loss, blk->dx, blk->rows, blk->n,
+                blk->ignore);
+}
+
+/* The status of a cross-entropy call (SG_OK: the kernels may run): the checks of sg_check, each
+ * output against every input and the other output, and every label in [0, n) or ignored. */
+static int sg_check_ce(const void *x, const int64_t *labels, const void *grad, const void *loss,
+                       const void *dx, size_t rows, size_t n, int64_t ignore, size_t elem,
+                       int threads)
+{
+    if (threads < 1)
+        return SG_BAD_THREADS;
+    if (!rows)
+        return SG_OK;
+    if (!labels || !loss || (n && (!x || !dx)))
+        return SG_BAD_POINTER;
+    if (((uintptr_t)x | (uintptr_t)grad | (uintptr_t)loss | (uintptr_t)dx) % elem ||
+        (uintptr_t)labels % sizeof(int64_t))
+        return SG_BAD_ALIGNMENT;
+    const size_t xb = rows * n * elem, rb = rows * elem, lb = rows * sizeof(int64_t);
+    const size_t gb = grad ? rb : 0;
+    if (sg_overlap2(dx, xb, x, xb) || sg_overlap2(dx, xb, labels, lb) ||
+        sg_overlap2(dx, xb, grad, gb) || sg_overlap2(loss, rb, x, xb) ||
+        sg_overlap2(loss, rb, labels, lb) || sg_overlap2(loss, rb, grad, gb) ||
+        sg_overlap2(loss, rb, dx, xb))
+        return SG_OVERLAP;
+    for (size_t r = 0; r < rows; ++r)
+        if (labels[r] != ignore && (labels[r] < 0 || (uint64_t)labels[r] >= n))
+            return SG_BAD_LABEL;
+    return SG_OK;
+}
+
+#define SG_ENTRY_CE(NAME, T, FIELD)                                                                \
+    int NAME(const T *x, const int64_t *labels, const T *grad, T *loss, T *dx, size_t rows,      \
+             size_t n, int64_t ignore_index, int isa, int threads)                                 \
+    {                                                                                              \
+        const struct sg_kernels *k = sg_table(isa);                                                \
+        if (!k)                                                                                    \
+            return SG_BAD_ISA;                                                                     \
+        const int status =                                                                         \
+            sg_check_ce(x, labels, grad, loss, dx, rows, n, ignore_index, sizeof(T), threads);     \
+        if (status != SG_OK || !rows)                                                              \
+            return status;                                                                         \
+        const size_t t = sg_thread_count(threads, rows);                                           \
+        struct sg_ce_block blocks[SG_MAX_THREADS];                                                 \
+        for (size_t b = 0; b < t; ++b) {                                                           \
+            const size_t r0 = rows * b / t, r1 = rows * (b + 1) / t;                               \
+            blocks[b] = (struct sg_ce_block){k->FIELD,                                             \
+                                             (const char *)(x + r0 * n),                           \
+                                             grad ? (const char *)(grad + r0) : NULL,             \
+                                             labels + r0,                                          \
+                                             (char *)(loss + r0),                                  \
+                                             (char *)(dx + r0 * n),                                \
+                                             r1 - r0,                                              \
+                                             n,                                                    \
+                                             ignore_index};                                        \
+        }                                                                                          \
+        sg_pool_run(sg_run_ce_block, blocks, t);                                                   \
+        return SG_OK;                                                                              \
+    }
+
+SG_ENTRY_CE(sg_softmax_cross_entropy_f32, float, cross_entropy_f32)
+SG_ENTRY_CE(sg_softmax_cross_entropy_f64, double, cross_entropy_f64)

@@ -10,6 +10,7 @@
 #define SG_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "softmax_grad.h" /* SG_SUM_BYTES, SG_SUM_ROUNDS */
 
@@ -26,6 +27,15 @@
 #endif
 
 typedef void (*sg_rows_fn)(const void *a, const void *b, void *out, size_t rows, size_t n);
+
+/* The fused softmax cross-entropy: rows of x with their labels and optional upstream gradients
+ * (grad may be NULL: ones), writing one loss per row and the rows of dx. */
+typedef void (*sg_ce_fn)(const void *x, const int64_t *labels, const void *grad, void *loss,
+                         void *dx, size_t rows, size_t n, int64_t ignore_index);
+
+/* exp(x + nm) in double, by the scalar path's float64 exp (kernels_scalar.c): the one exp the
+ * online kernels of every ISA rescale their running sums with, so they agree bit for bit. */
+double sg_exp1(double x, double nm);
 
 struct sg_kernels {
     /* The VJP in the plain form (vjp_*) and with confident rows in the accurate form
@@ -45,6 +55,11 @@ struct sg_kernels {
     /* The same results as add_*, with the memory techniques of vjp_stream_*. */
     sg_rows_fn add_stream_f32, add_stream_f64;
     sg_rows_fn softmax_f16, softmax_bf16;
+    /* The online forward pass (x read once for its max and sum, then y written), every dtype;
+     * the log-sum-exp of each row into out[r] (one element per row); the fused cross-entropy. */
+    sg_rows_fn softmax_online_f32, softmax_online_f64, softmax_online_f16, softmax_online_bf16;
+    sg_rows_fn logsumexp_f32, logsumexp_f64;
+    sg_ce_fn cross_entropy_f32, cross_entropy_f64;
 };
 
 /* The VJP fields of an ISA's table, whose kernels_simd.h instances are named sg_<ISA>_<kernel>_<dtype>. */
@@ -55,6 +70,12 @@ struct sg_kernels {
 #define SG_VJP_FIELDS(ISA)                                                                         \
     SG_VJP_FIELDS_OF(ISA, vjp), SG_VJP_FIELDS_OF(ISA, vjp_accurate),                              \
         SG_VJP_FIELDS_OF(ISA, vjp_stream), SG_VJP_FIELDS_OF(ISA, vjp_stream_accurate)
+
+/* The online kernels' fields of an ISA's table. */
+#define SG_ONLINE_FIELDS(ISA)                                                                      \
+    SG_VJP_FIELDS_OF(ISA, softmax_online), SG_VJP_FIELD(ISA, logsumexp, f32),                    \
+        SG_VJP_FIELD(ISA, logsumexp, f64), SG_VJP_FIELD(ISA, cross_entropy, f32),                \
+        SG_VJP_FIELD(ISA, cross_entropy, f64)
 
 extern const struct sg_kernels sg_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)

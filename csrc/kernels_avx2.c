@@ -183,6 +183,7 @@ SG_TARGET static inline __m128i sg_ps_to_bf16x8(__m256 v)
 
 const struct sg_kernels sg_kernels_avx2 = {
     SG_VJP_FIELDS(avx2),
+    SG_ONLINE_FIELDS(avx2),
     .softmax_f32 = sg_avx2_softmax_f32,
     .softmax_f64 = sg_avx2_softmax_f64,
     .quadratic_f32 = sg_avx2_quadratic_f32,

@@ -180,6 +180,7 @@ SG_TARGET static inline __m256i sg_ps_to_bf16x16(__m512 v)
 
 const struct sg_kernels sg_kernels_avx512 = {
     SG_VJP_FIELDS(avx512),
+    SG_ONLINE_FIELDS(avx512),
     .softmax_f32 = sg_avx512_softmax_f32,
     .softmax_f64 = sg_avx512_softmax_f64,
     .quadratic_f32 = sg_avx512_quadratic_f32,

@@ -236,6 +236,7 @@ static inline uint16x4_t sg_ps_to_bf16x4(float32x4_t v)
 
 const struct sg_kernels sg_kernels_neon = {
     SG_VJP_FIELDS(neon),
+    SG_ONLINE_FIELDS(neon),
     .softmax_f32 = sg_neon_softmax_f32,
     .softmax_f64 = sg_neon_softmax_f64,
     .quadratic_f32 = sg_neon_quadratic_f32,

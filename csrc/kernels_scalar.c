@@ -64,6 +64,9 @@ SG_SCALAR_LDEXP(sg_ldexp_f64, double, int64_t, uint64_t, 52, 1023)
 #define VLDEXP(p, k) sg_ldexp_f64(p, k)
 #include "kernels_simd.h"
 
+/* The online kernels' rescaling exp, shared by every ISA (kernels.h). */
+double sg_exp1(double x, double nm) { return sg_scalar_exp_f64(x, nm); }
+
 /* float16 and bfloat16 rows, computed in float: the float instance's operations, converted on
  * load and rounded once on store by kernels_half.h. */
 #define FN(name) sg_scalar_##name##_f16
@@ -136,6 +139,7 @@ SG_SCALAR_ADD(double, add_f64)
 
 const struct sg_kernels sg_kernels_scalar = {
     SG_VJP_FIELDS(scalar), /* the streaming VJP pipelined, with ordinary stores */
+    SG_ONLINE_FIELDS(scalar),
     .softmax_f32 = sg_scalar_softmax_f32,
     .softmax_f64 = sg_scalar_softmax_f64,
     .quadratic_f32 = quadratic_f32,

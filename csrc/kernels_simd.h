@@ -53,6 +53,8 @@
  * NaN lands does not).
  */
 
+#include <stdlib.h> /* the online kernels' row buffers */
+
 #ifndef S /* storage is the compute type */
 #define S T
 #define SU (sizeof(T) == 4 ? 0x1p-24 : 0x1p-53)
@@ -506,6 +508,27 @@ SG_TARGET static inline V FN(exp)(V x, V nm)
 #define SG_EXP_CHUNK 4096 /* float elements (16 KiB): a multiple of the double sum's block */
 #endif
 
+/* The maximum of n elements (-inf for n = 0). A NaN may or may not survive VMAX, but a NaN logit
+ * makes the row's sum NaN and with it the whole row, as in the NumPy formula, whatever the
+ * maximum is. */
+SG_TARGET static inline T FN(max_of)(const S *SG_RESTRICT x, size_t n)
+{
+    const V minus_inf = VSET1(-(T)INFINITY);
+    V m0 = minus_inf, m1 = minus_inf, m2 = minus_inf, m3 = minus_inf;
+    size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        m0 = VMAX(m0, VLOADU(x + i));
+        m1 = VMAX(m1, VLOADU(x + i + W));
+        m2 = VMAX(m2, VLOADU(x + i + 2 * W));
+        m3 = VMAX(m3, VLOADU(x + i + 3 * W));
+    }
+    for (; i + W <= n; i += W)
+        m0 = VMAX(m0, VLOADU(x + i));
+    if (i < n)
+        m1 = VMAX(m1, VMLOAD_OR(x + i, MTAIL(n - i), minus_inf));
+    return VHMAX(VMAX(VMAX(m0, m1), VMAX(m2, m3)));
+}
+
 /* e = exp(x + nm) for n elements of x into e (T elements), elementwise. */
 SG_TARGET static inline void FN(exp_into)(const S *SG_RESTRICT x, T *SG_RESTRICT e, size_t n,
                                           V nm)
@@ -545,15 +568,12 @@ SG_TARGET static inline void FN(scale_into)(const T *e, const S *SG_RESTRICT x, 
         VMSTORE(out + i, MTAIL(n - i), VMUL(v, inv));
     }
 }
-#undef SG_EXP_AT
 
 SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t rows, size_t n)
 {
     (void)b;
     const S *SG_RESTRICT x = a;
     S *out = o;
-    const M tail = MTAIL(n % W);
-    const V minus_inf = VSET1(-(T)INFINITY);
     /* the buffer of half rows (one element, unused, when S is T) */
     __attribute__((aligned(64))) T buf[SG_WIDE ? 1 : SG_EXP_CHUNK];
     size_t piece = SG_WIDE ? n : SG_EXP_CHUNK;
@@ -561,21 +581,8 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
      * instance's exp loop would overflow i (-Waggressive-loop-optimizations; it cannot). */
     __asm__("" : "+r"(piece));
     for (size_t r = 0; r < rows; ++r, x += n, out += n) {
-        /* Pass 1: the row maximum. A NaN may or may not survive VMAX, but a NaN logit makes the
-         * sum below NaN and with it the whole row, as in the NumPy formula, whatever m is. */
-        V m0 = minus_inf, m1 = minus_inf, m2 = minus_inf, m3 = minus_inf;
-        size_t i = 0;
-        for (; i + 4 * W <= n; i += 4 * W) {
-            m0 = VMAX(m0, VLOADU(x + i));
-            m1 = VMAX(m1, VLOADU(x + i + W));
-            m2 = VMAX(m2, VLOADU(x + i + 2 * W));
-            m3 = VMAX(m3, VLOADU(x + i + 3 * W));
-        }
-        for (; i + W <= n; i += W)
-            m0 = VMAX(m0, VLOADU(x + i));
-        if (i < n)
-            m1 = VMAX(m1, VMLOAD_OR(x + i, tail, minus_inf));
-        T m = VHMAX(VMAX(VMAX(m0, m1), VMAX(m2, m3)));
+        /* Pass 1: the row maximum. */
+        T m = FN(max_of)(x, n);
         if (!isfinite(m)) /* +inf, or -inf for an all -inf row: shift by 0 like the NumPy code */
             m = 0;
         const V nm = VSET1(-m);
@@ -606,6 +613,211 @@ SG_TARGET static void FN(softmax)(const void *a, const void *b, void *o, size_t 
         FN(scale_into)(c0 ? NULL : E, x, out, n, nm, inv);
     }
 }
+
+
+/* ---- the online forward pass: the row read once for its (m, Z), then y -------------------------
+ * softmax_grad.online's state, merged block by block (Milakov and Gimelshein 2018): a block of
+ * SG_EXP_CHUNK elements has its maximum taken, then e = exp(x - h_b), h_b the running maximum so
+ * far (0 while that is not finite), written to a float buffer and summed in kernels_sum.h's order
+ * while the block is in L1/L2; the running sum Z, relative to the previous shift, is first
+ * rescaled by exp(h_old - h_b) (sg_exp1, in double) when the maximum grows. The output pass
+ * writes y = e * (exp(h_b - h) / Z), h the final shift, from the buffer: one factor per block, so
+ * each exp is taken once. Rows up to SG_ONLINE_ROW_MAX elements keep all their e (a row buffer of
+ * n floats or doubles, allocated per call, in L2); longer rows (or a failed allocation) keep only
+ * the last block's and compute y = exp(x - h) / Z again from x. A row of at most SG_EXP_CHUNK
+ * elements is one block, whose h, e and sum are the four-pass kernel's: so are its bits.
+ * Memory therefore sees x read once and y written once, with non-temporal stores for large blocks
+ * of rows (no read-for-ownership of y). */
+#ifndef SG_ONLINE_STREAM_BYTES
+#define SG_ONLINE_STREAM_BYTES ((size_t)4 << 20) /* of y per thread's block */
+#endif
+#ifndef SG_ONLINE_ROW_MAX
+#define SG_ONLINE_ROW_MAX ((size_t)1 << 18) /* elements; a multiple of SG_EXP_CHUNK */
+#endif
+#define SG_ONLINE_BLOCKS (SG_ONLINE_ROW_MAX / SG_EXP_CHUNK)
+
+/* A row's buffers: e, whole (e holds every block's e, at its offset) or one block's, and each
+ * block's shift when whole. */
+struct FN(online_buf) {
+    T *e;
+    int whole;
+    T shift[SG_ONLINE_BLOCKS];
+};
+
+/* The row's Z = sum_{j != skip} exp(x_j - h) in double and its shift *h (skip >= n: no element
+ * is left out; the cross-entropy leaves out its true class, summed apart), with b's buffers
+ * filled (a 0 at skip). */
+SG_TARGET static inline double FN(online_state)(const S *SG_RESTRICT x, size_t n,
+                                               struct FN(online_buf) *b, size_t skip, T *h)
+{
+    T mx = -(T)INFINITY, shift = 0;
+    double z = 0;
+    size_t piece = SG_EXP_CHUNK;
+    __asm__("" : "+r"(piece)); /* see FN(softmax): no constant trip count for gcc to warn on */
+    for (size_t c0 = 0, k = 0; c0 < n; c0 += piece, ++k) {
+        const size_t len = n - c0 < piece ? n - c0 : piece;
+        const T bm = FN(max_of)(x + c0, len);
+        if (bm > mx) /* a NaN maximum keeps mx: the NaN makes z NaN below */
+            mx = bm;
+        const T next = isfinite(mx) ? mx : 0;
+        if (next != shift && z != 0)
+            z *= sg_exp1((double)shift, -(double)next); /* <= 1: the new shift is larger */
+        shift = next;
+        T *const e = b->whole ? b->e + c0 : b->e;
+        FN(exp_into)(x + c0, e, len, VSET1(-shift));
+        if (skip - c0 < len)
+            e[skip - c0] = 0;
+        z += FN(sum_acc)(e, NULL, ACC_ZERO, len, SG_TERM_SUM, 0, NULL, NULL);
+        if (b->whole)
+            b->shift[k] = shift;
+    }
+    *h = shift;
+    return z;
+}
+
+/* out = e * inv as FN(scale_into), with non-temporal stores after a head that aligns out. */
+SG_TARGET static inline void FN(scale_stream)(const T *e, const S *SG_RESTRICT x,
+                                              S *SG_RESTRICT out, size_t n, V nm, V inv)
+{
+    const size_t h = FN(head)(out, n);
+    FN(scale_into)(e, x, out, h, nm, inv);
+    size_t i = h;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        VSTREAM(out + i, VMUL(SG_EXP_AT(e, x, nm, i), inv));
+        VSTREAM(out + i + W, VMUL(SG_EXP_AT(e, x, nm, i + W), inv));
+        VSTREAM(out + i + 2 * W, VMUL(SG_EXP_AT(e, x, nm, i + 2 * W), inv));
+        VSTREAM(out + i + 3 * W, VMUL(SG_EXP_AT(e, x, nm, i + 3 * W), inv));
+    }
+    FN(scale_into)(e ? e + i : NULL, x + i, out + i, n - i, nm, inv);
+}
+
+/* y = e * (exp(h_b - h) g / z) block by block from b's buffers (or exp(x - h) g / z when they do
+ * not hold the row; g = 1 for the softmax), by the stores stream asks for. An infinite z (a +inf logit) gives NaN, and
+ * z = 0 (a row of only -inf) 0 * inf = NaN, as FN(softmax). */
+SG_TARGET static inline void FN(row_out)(const struct FN(online_buf) *b, const S *SG_RESTRICT x,
+                                         S *SG_RESTRICT out, size_t n, T h, double g, double z,
+                                         int stream)
+{
+    const V nm = VSET1(-h);
+    const int undefined = isinf(z);
+    size_t piece = b->whole ? SG_EXP_CHUNK : n;
+    __asm__("" : "+r"(piece));
+    for (size_t c0 = 0, k = 0; c0 < n; c0 += piece, ++k) {
+        const size_t len = n - c0 < piece ? n - c0 : piece;
+        const T *e = b->whole ? b->e + c0 : NULL;
+        const double f = !b->whole || b->shift[k] == h ? 1.0 : sg_exp1((double)b->shift[k], -h);
+        const V inv = VSET1((T)(undefined ? NAN : f * g / z));
+        if (stream)
+            FN(scale_stream)(e, x + c0, out + c0, len, nm, inv);
+        else
+            FN(scale_into)(e, x + c0, out + c0, len, nm, inv);
+    }
+}
+
+/* b's buffers for rows of n elements: block, the caller's one-block buffer, or a row buffer. */
+SG_TARGET static inline void FN(online_open)(struct FN(online_buf) *b, T *block, size_t n)
+{
+    b->e = block;
+    b->whole = n <= SG_EXP_CHUNK;
+    if (!b->whole && n <= SG_ONLINE_ROW_MAX) {
+        T *const row = malloc(n * sizeof(T));
+        if (row) {
+            b->e = row;
+            b->whole = 1;
+        }
+    }
+}
+
+SG_TARGET static inline void FN(online_close)(struct FN(online_buf) *b, const T *block)
+{
+    if (b->e != block)
+        free(b->e);
+}
+
+SG_TARGET static void FN(softmax_online)(const void *a, const void *bv, void *o, size_t rows,
+                                         size_t n)
+{
+    (void)bv;
+    const S *SG_RESTRICT x = a;
+    S *SG_RESTRICT out = o;
+    __attribute__((aligned(64))) T block[SG_EXP_CHUNK];
+    struct FN(online_buf) b;
+    FN(online_open)(&b, block, n);
+    const int stream = rows * n * sizeof(S) > SG_ONLINE_STREAM_BYTES;
+    for (size_t r = 0; r < rows; ++r, x += n, out += n) {
+        T h;
+        const double z = FN(online_state)(x, n, &b, n, &h);
+        FN(row_out)(&b, x, out, n, h, 1.0, z, stream);
+    }
+    if (stream)
+        VSFENCE();
+    FN(online_close)(&b, block);
+}
+
+#if SG_WIDE /* float32 and float64 rows only */
+
+/* lse[r] = h + log Z: -inf for an all -inf row (Z = 0), +inf with a +inf logit, NaN with NaN. */
+SG_TARGET static void FN(logsumexp)(const void *a, const void *bv, void *o, size_t rows, size_t n)
+{
+    (void)bv;
+    const T *SG_RESTRICT x = a;
+    T *SG_RESTRICT lse = o;
+    __attribute__((aligned(64))) T block[SG_EXP_CHUNK];
+    struct FN(online_buf) b = {block, 1, {0}}; /* the sum alone: one block's buffer, reused */
+    b.whole = 0;
+    for (size_t r = 0; r < rows; ++r, x += n) {
+        T h;
+        const double z = FN(online_state)(x, n, &b, n, &h);
+        lse[r] = (T)((double)h + log(z));
+    }
+}
+
+/* The fused softmax cross-entropy of rows with labels k (dispatch.c has checked that each is in
+ * [0, n) or equals ignore): loss_r = lse_r - x_k and dx_r = g_r (y_r - e_k), g_r = grad[r] (1 when
+ * grad is NULL). The true class's term is summed apart, Z = Z' + e_k with Z' = sum_{j != k}, so
+ * that neither loses the other's digits: loss = log1p(Z' / e_k) while e_k is not tiny
+ * (x_k - h >= -20; else (h - x_k) + log Z, a sum of non-negative terms) and dx_k = -g Z' / Z, both
+ * accurate where y_k is close to 1. An ignored row gets loss 0 and dx 0. */
+SG_TARGET static void FN(cross_entropy)(const void *a, const int64_t *labels, const void *g,
+                                        void *lo, void *o, size_t rows, size_t n, int64_t ignore)
+{
+    const T *SG_RESTRICT x = a;
+    const T *SG_RESTRICT grad = g;
+    T *SG_RESTRICT loss = lo;
+    T *SG_RESTRICT dx = o;
+    __attribute__((aligned(64))) T block[SG_EXP_CHUNK];
+    struct FN(online_buf) b;
+    FN(online_open)(&b, block, n);
+    const int stream = rows * n * sizeof(T) > SG_ONLINE_STREAM_BYTES;
+    for (size_t r = 0; r < rows; ++r, x += n, dx += n) {
+        if (labels[r] == ignore) {
+            loss[r] = 0;
+            size_t i = 0;
+            for (; i + W <= n; i += W)
+                VSTOREU(dx + i, VZERO);
+            if (i < n)
+                VMSTORE(dx + i, MTAIL(n - i), VZERO);
+            continue;
+        }
+        const size_t k = (size_t)labels[r];
+        const double gr = grad ? (double)grad[r] : 1.0;
+        T h;
+        const double zo = FN(online_state)(x, n, &b, k, &h);
+        T ekv[W];
+        VSTOREU(ekv, FN(exp)(VSET1(x[k]), VSET1(-h)));
+        const double ek = ekv[0], z = zo + ek, d = (double)x[k] - (double)h;
+        const int undefined = isinf(z); /* a +inf logit: no softmax, as FN(softmax) */
+        loss[r] = (T)(undefined ? NAN : d >= -20 ? log1p(zo / ek) : -d + log(z));
+        FN(row_out)(&b, x, dx, n, h, gr, z, stream);
+        if (stream)
+            VSFENCE(); /* the streamed row is written before dx_k is stored over it */
+        dx[k] = (T)(undefined ? NAN : -gr * zo / z);
+    }
+    FN(online_close)(&b, block);
+}
+
+#endif /* SG_WIDE */
+#undef SG_EXP_AT
 
 #if !defined(SG_ROWS_ONLY) && SG_WIDE /* kernels_scalar.c keeps its own O(n^2) loop and floor;
                                           * half rows have neither */

@@ -37,7 +37,8 @@ enum sg_status {
     SG_BAD_THREADS = 2,   /* threads < 1 */
     SG_BAD_POINTER = 3,   /* NULL for a non-empty array */
     SG_BAD_ALIGNMENT = 4, /* a pointer not aligned to its element type */
-    SG_OVERLAP = 5        /* out overlaps an input */
+    SG_OVERLAP = 5,       /* out overlaps an input */
+    SG_BAD_LABEL = 6      /* a label outside [0, n) that is not ignore_index */
 };
 
 /* Bitmask of usable ISA paths: scalar always; AVX2 when the CPU has AVX2, FMA and F16C and the OS
@@ -95,6 +96,34 @@ int sg_stream_add_f32(const float *a, const float *b, float *out, size_t rows, s
                       int threads);
 int sg_stream_add_f64(const double *a, const double *b, double *out, size_t rows, size_t n,
                       int isa, int threads);
+
+/* The online forward pass: the same function as sg_softmax_*, with each row read once from
+ * memory for its maximum and its sum (merged block by block, Milakov and Gimelshein 2018), then
+ * written once. A row of at most 4096 elements gets sg_softmax_*'s bits; a longer one differs
+ * from them by rounding only (its sum is merged from blocks), the same bits on every path. */
+int sg_softmax_online_f32(const float *x, float *out, size_t rows, size_t n, int isa, int threads);
+int sg_softmax_online_f64(const double *x, double *out, size_t rows, size_t n, int isa,
+                          int threads);
+int sg_softmax_online_f16(const uint16_t *x, uint16_t *out, size_t rows, size_t n, int isa,
+                          int threads);
+int sg_softmax_online_bf16(const uint16_t *x, uint16_t *out, size_t rows, size_t n, int isa,
+                           int threads);
+
+/* out[r] = log sum_j exp(x[r, j]) (the same online pass; rows elements of out): -inf for a row of
+ * only -inf or n = 0, +inf with a +inf logit, NaN with a NaN. */
+int sg_logsumexp_f32(const float *x, float *out, size_t rows, size_t n, int isa, int threads);
+int sg_logsumexp_f64(const double *x, double *out, size_t rows, size_t n, int isa, int threads);
+
+/* The fused softmax cross-entropy of rows x[r] with labels[r]: loss[r] = logsumexp(x[r]) -
+ * x[r, labels[r]] and dx[r] = g_r (softmax(x[r]) - e_{labels[r]}), g_r = grad[r], or 1 when grad is
+ * NULL; a row with labels[r] == ignore_index gets loss 0 and dx 0. Any other label outside
+ * [0, n) returns SG_BAD_LABEL before anything is read or written. */
+int sg_softmax_cross_entropy_f32(const float *x, const int64_t *labels, const float *grad,
+                                 float *loss, float *dx, size_t rows, size_t n,
+                                 int64_t ignore_index, int isa, int threads);
+int sg_softmax_cross_entropy_f64(const double *x, const int64_t *labels, const double *grad,
+                                 double *loss, double *dx, size_t rows, size_t n,
+                                 int64_t ignore_index, int isa, int threads);
 
 /* Worker threads the pool holds now: 0 until a call first uses more than one thread, and 0 again
  * in the child of a fork(), which starts its own workers on first need. */

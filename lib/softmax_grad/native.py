@@ -51,10 +51,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
     ) from exc
 
 __all__ = [
+    "CrossEntropy",
     "default_threads",
     "isas",
     "jacobian_product_quadratic",
+    "logsumexp",
     "softmax",
+    "softmax_cross_entropy",
     "softmax_vjp",
     "stream_add",
     "summation_depth",
@@ -128,6 +131,7 @@ _VJP_ACCURATE = _op("softmax_vjp_accurate", ("y", "dy"), 3, half=True)
 # The forward pass costs more per byte than the VJP (its exp): 2 streams, each byte weighing 4
 # (bench/README.md, "Design measurements").
 _SOFTMAX = _op("softmax", ("x",), 2 * 4, half=True)
+_SOFTMAX_ONLINE = _op("softmax_online", ("x",), 2 * 4, half=True)
 _QUADRATIC = _op("jacobian_product_quadratic", ("y", "dy"), 0)
 _ADD = _op("stream_add", ("a", "b"), 3, elementwise=True)
 # Where each dtype's kernel sits in an _Op.
@@ -493,7 +497,28 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.n
     return _run(op, y, dy, out, isa, threads)
 
 
-def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
+#: The forward pass's algorithms: ``"online"`` reads each row once from memory for its maximum
+#: and its sum (the state of :mod:`softmax_grad.online`, merged block by block), then writes y;
+#: ``"multipass"`` takes the maximum, the exponentials, their sum and the scaling as passes over
+#: the row, writing the exponentials into the output first.
+SOFTMAX_ALGORITHMS = ("online", "multipass")
+
+#: Elements per block of the online kernels: rows up to this long are one block, and the online
+#: pass gives them the multipass kernel's bits.
+ONLINE_BLOCK = 4096
+
+
+def _softmax_op(algorithm) -> _Op:
+    if algorithm is None or algorithm == "online":
+        return _SOFTMAX_ONLINE
+    if algorithm == "multipass":
+        return _SOFTMAX
+    raise ValueError(
+        f"unknown algorithm={algorithm!r}; allowed: None, {', '.join(map(repr, SOFTMAX_ALGORITHMS))}"
+    )
+
+
+def softmax(x, out=None, isa=None, threads=None, algorithm=None) -> np.ndarray:
     r"""Softmax along the last axis: :math:`y_i = e^{x_i - m} / \sum_j e^{x_j - m}`.
 
     :math:`m = \max_j x_j` (0 when that is not finite, as in :func:`softmax_grad.softmax`), so no
@@ -522,6 +547,14 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     threads : int >= 1, optional
         At most this many threads share the rows (fewer for small calls, see
         :func:`default_threads`); ``None`` allows as many as there are usable CPUs.
+    algorithm : {None, "online", "multipass"}, optional
+        ``"online"`` (the default, ``None``) reads each row once from memory for its maximum and
+        its sum, in blocks of :data:`ONLINE_BLOCK` elements merged as in
+        :func:`softmax_grad.merge_logsumexp`, and writes y once; ``"multipass"`` writes the
+        exponentials into ``out`` and scales them there, which costs one more pass over memory
+        when the rows do not fit in cache. Rows of at most :data:`ONLINE_BLOCK` elements get
+        the same bits from both; a longer row's online sum is merged from blocks (rounded
+        differently, within the same bound, and the same on every path).
 
     Returns
     -------
@@ -533,10 +566,11 @@ def softmax(x, out=None, isa=None, threads=None) -> np.ndarray:
     TypeError
         If the dtype is not float32/float64/float16/bfloat16 or ``out`` has another dtype.
     ValueError
-        If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable, or
-        ``threads < 1``.
+        If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable,
+        ``threads < 1``, or ``algorithm`` is unknown.
     """
-    return _run(_SOFTMAX, x, None, out, isa, threads)
+    op = _SOFTMAX_ONLINE if algorithm is None else _softmax_op(algorithm)
+    return _run(op, x, None, out, isa, threads)
 
 
 def jacobian_product_quadratic(y, dy, out=None, isa=None, threads=1) -> np.ndarray:
@@ -605,3 +639,183 @@ def stream_add(a, b, out=None, isa=None, threads=None) -> np.ndarray:
         ``out`` if given.
     """
     return _run(_ADD, a, b, out, isa, threads)
+
+
+# ---- the online row reduction and the fused loss -----------------------------------------------
+
+_LSE = {_F32: (_P32, _lib.sg_logsumexp_f32), _F64: (_P64, _lib.sg_logsumexp_f64)}
+_CE = {
+    _F32: (_P32, _lib.sg_softmax_cross_entropy_f32),
+    _F64: (_P64, _lib.sg_softmax_cross_entropy_f64),
+}
+_I64 = np.dtype(np.int64)
+_PI64 = _ffi.typeof("int64_t *")
+_NULL = _ffi.NULL
+
+
+def _row_array(a, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """``a`` (one value per row) as a C-contiguous ``dtype`` array of ``shape``."""
+    arr = np.asarray(a)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (one per row), got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_row_out(out, shape: tuple, dtype: np.dtype, name: str, inputs: tuple) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype)
+    try:
+        return _check_out(out, shape, dtype, inputs)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def logsumexp(x, out=None, isa=None, threads=None) -> np.ndarray:
+    r"""Log-sum-exp along the last axis, :math:`\operatorname{lse}(x) = \log\sum_j e^{x_j}`.
+
+    The online pass of :func:`softmax`: each row is read once, its state :math:`(m, Z)` merged
+    block by block, and :math:`\hat m + \log Z` rounded once from double. ``-inf`` for a row of
+    only ``-inf`` (or ``n = 0``), ``+inf`` if a logit is ``+inf``, NaN if one is NaN, as
+    :func:`softmax_grad.online_logsumexp`. The bits are the same on every path and for any
+    ``threads``.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n), float32 or float64
+        Logits.
+    out : ndarray, shape (...), optional
+        C-contiguous, writeable, of ``x``'s dtype, not overlapping ``x``.
+    isa, threads
+        As in :func:`softmax`.
+
+    Returns
+    -------
+    lse : ndarray, shape (...) (``x.shape[:-1]``), dtype of ``x``
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`softmax` (float16 and bfloat16 are not taken).
+    """
+    a = _as_input(x, "x", half=False)
+    index = _isa_index(isa)
+    shape, n = a.shape[:-1], a.shape[-1]
+    rows = a.size // n if n else int(np.prod(shape))
+    out = _check_row_out(out, shape, a.dtype, "out", (("x", a),))
+    t = _threads(threads, 2 * 4 * a.nbytes, rows)
+    ct, fn = _LSE[a.dtype]
+    status = fn(_from_buffer(ct, a), _from_buffer(ct, out, True), rows, n, index, t)
+    if status:  # pragma: no cover - the checks above make this unreachable
+        raise RuntimeError(f"native kernel rejected its arguments (status {status})")
+    return out
+
+
+class CrossEntropy(NamedTuple):
+    """What :func:`softmax_cross_entropy` returns: the per-row losses and their gradient."""
+
+    loss: np.ndarray
+    dlogits: np.ndarray
+
+
+def _labels(labels, shape: tuple, n: int, ignore_index: int) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(
+            f"labels must have shape {shape} (one per row of logits), got shape {arr.shape}"
+        )
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError("labels must fit in int64")
+    lab = np.ascontiguousarray(arr, dtype=_I64)
+    bad = (lab != ignore_index) & ((lab < 0) | (lab >= n))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"labels{list(where)} = {int(lab[where])} is not a class: labels must be in "
+            f"[0, n) with n = {n} (the last axis of logits), or ignore_index = {ignore_index}; "
+            f"{int(bad.sum())} label(s) are outside"
+        )
+    return lab
+
+
+def softmax_cross_entropy(
+    logits, labels, grad=None, ignore_index=-100, *, isa=None, threads=None
+) -> CrossEntropy:
+    r"""Per-row cross-entropy of ``softmax(logits)`` and its gradient, fused in one pass.
+
+    For each row :math:`r` with label :math:`k_r`,
+    :math:`\ell_r = \operatorname{lse}(x_r) - x_{r,k_r}` and
+    :math:`\partial(\sum_r \bar\ell_r \ell_r)/\partial x_r = \bar\ell_r\,(y_r - e_{k_r})`, with
+    :math:`\bar\ell_r` = ``grad[r]`` (ones by default): any reduction of the losses is a choice
+    of ``grad`` (``1/B`` for a mean). A row whose label is ``ignore_index`` gets loss 0 and
+    gradient 0. Each row is read once for its state :math:`(m, Z)` (as :func:`logsumexp`), then
+    its gradient written once. The true class is summed apart, :math:`Z = Z' + e_{k_r}`, so that a
+    confident row keeps its small loss, :math:`\log(1 + Z'/e_{k_r})`, and its gradient at the
+    true class, :math:`-\bar\ell_r Z'/Z`, accurate (chapter 12's concern). NaN and ``+inf``
+    logits give a NaN row, as :func:`softmax_grad.softmax_cross_entropy`.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., n), float32 or float64
+    labels : array_like of int, shape (...)
+        Classes in ``[0, n)``, or ``ignore_index``.
+    grad : array_like, shape (...), optional
+        Upstream gradient of each row's loss, :math:`\bar\ell_r`, cast to ``logits``' dtype;
+        ``None`` means ones.
+    ignore_index : int, default -100
+        The label of rows to leave out (PyTorch's default).
+    isa, threads
+        As in :func:`softmax`.
+
+    Returns
+    -------
+    CrossEntropy
+        ``loss`` of shape (...) and ``dlogits`` of shape (..., n), both in ``logits``' dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``logits`` is not float32/float64, ``labels`` not integers, ``grad`` not real
+        numbers, or ``ignore_index`` not an int.
+    ValueError
+        If a label is outside ``[0, n)`` and not ``ignore_index`` (the message names the first
+        one), a shape does not match, or ``isa``/``threads`` is bad.
+    """
+    x = _as_input(logits, "logits", half=False)
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(
+        ignore_index, (int, np.integer)
+    ):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not np.iinfo(np.int64).min <= ignore_index <= np.iinfo(np.int64).max:
+        raise ValueError(f"ignore_index={ignore_index} does not fit in int64")
+    ignore_index = int(ignore_index)
+    shape, n = x.shape[:-1], x.shape[-1]
+    rows = x.size // n if n else int(np.prod(shape))
+    lab = _labels(labels, shape, n, ignore_index)
+    g = None
+    if grad is not None:
+        garr = np.asarray(grad)
+        if garr.dtype.kind not in "fiu":
+            raise TypeError(f"grad must be real numbers, got dtype {garr.dtype}")
+        g = _row_array(garr, "grad", shape, x.dtype)
+    index = _isa_index(isa)
+    t = _threads(threads, 2 * 4 * x.nbytes, rows)
+    loss = np.empty(shape, x.dtype)
+    dlogits = np.empty(x.shape, x.dtype)
+    ct, fn = _CE[x.dtype]
+    status = fn(
+        _from_buffer(ct, x),
+        _from_buffer(_PI64, lab),
+        _NULL if g is None else _from_buffer(ct, g),
+        _from_buffer(ct, loss, True),
+        _from_buffer(ct, dlogits, True),
+        rows,
+        n,
+        ignore_index,
+        index,
+        t,
+    )
+    if status:  # pragma: no cover - the checks above make this unreachable
+        raise RuntimeError(f"native kernel rejected its arguments (status {status})")
+    return CrossEntropy(loss, dlogits)
