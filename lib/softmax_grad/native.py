@@ -509,13 +509,12 @@ ONLINE_BLOCK = 4096
 
 
 def _softmax_op(algorithm) -> _Op:
-    if algorithm is None or algorithm == "online":
+    if algorithm == "online":
         return _SOFTMAX_ONLINE
-    if algorithm == "multipass":
+    if algorithm is None or algorithm == "multipass":
         return _SOFTMAX
-    raise ValueError(
-        f"unknown algorithm={algorithm!r}; allowed: None, {', '.join(map(repr, SOFTMAX_ALGORITHMS))}"
-    )
+    allowed = ", ".join(map(repr, SOFTMAX_ALGORITHMS))
+    raise ValueError(f"unknown algorithm={algorithm!r}; allowed: None, {allowed}")
 
 
 def softmax(x, out=None, isa=None, threads=None, algorithm=None) -> np.ndarray:
@@ -548,11 +547,11 @@ def softmax(x, out=None, isa=None, threads=None, algorithm=None) -> np.ndarray:
         At most this many threads share the rows (fewer for small calls, see
         :func:`default_threads`); ``None`` allows as many as there are usable CPUs.
     algorithm : {None, "online", "multipass"}, optional
-        ``"online"`` (the default, ``None``) reads each row once from memory for its maximum and
-        its sum, in blocks of :data:`ONLINE_BLOCK` elements merged as in
-        :func:`softmax_grad.merge_logsumexp`, and writes y once; ``"multipass"`` writes the
-        exponentials into ``out`` and scales them there, which costs one more pass over memory
-        when the rows do not fit in cache. Rows of at most :data:`ONLINE_BLOCK` elements get
+        ``"online"`` reads each row once from memory for its maximum and its sum, in blocks of
+        :data:`ONLINE_BLOCK` elements merged as in :func:`softmax_grad.merge_logsumexp`, and
+        writes y once; ``"multipass"`` (the default, ``None``) writes the exponentials into
+        ``out`` and scales them there, which costs one more pass over memory when the rows do
+        not fit in cache. Rows of at most :data:`ONLINE_BLOCK` elements get
         the same bits from both; a longer row's online sum is merged from blocks (rounded
         differently, within the same bound, and the same on every path).
 
@@ -569,7 +568,7 @@ def softmax(x, out=None, isa=None, threads=None, algorithm=None) -> np.ndarray:
         If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable,
         ``threads < 1``, or ``algorithm`` is unknown.
     """
-    op = _SOFTMAX_ONLINE if algorithm is None else _softmax_op(algorithm)
+    op = _SOFTMAX if algorithm is None else _softmax_op(algorithm)
     return _run(op, x, None, out, isa, threads)
 
 
