@@ -2,12 +2,15 @@
 
 ``tests/native_c/sg_check.c`` checks every path :c:func:`sg_available_isas` reports against
 long double references from the definition (n = 1 .. 33 and longer rows, offsets of 0 .. 3
-elements, guard values around ``out``, NaN and infinities, both VJP forms and the forward
-softmax, all four dtypes), and every path's bits against the scalar path's. It is compiled from
-the shipped sources with the shipped flags (``softmax_grad._native_build``): once for this
-machine, once with ``aarch64-linux-gnu-gcc -static`` and run with ``qemu-aarch64``. Both print a
-hash of all the scalar outputs, from the same seeded inputs: equal hashes are the claim that
-AArch64 gives x86-64's bits (a NaN's sign and payload excepted; the strict hash records those).
+elements, guard values around every output, NaN and infinities, both VJP forms and the forward
+softmax, multipass and online, all four dtypes; logsumexp and the fused cross-entropy in float32
+and float64, with its label checks), and every path's bits against the scalar path's. It is
+compiled from the shipped sources with the shipped flags (``softmax_grad._native_build``): once
+for this machine, once with ``aarch64-linux-gnu-gcc -static`` and run with ``qemu-aarch64``.
+Both print a hash of all the scalar outputs, from the same seeded inputs: equal hashes are the
+claim that AArch64 gives x86-64's bits (a NaN's sign and payload excepted; the strict hash
+records those). The outputs rounded from libm's log and log1p (logsumexp, the loss) have a hash
+of their own, so that a platform libm rounding differently is told apart from a kernel.
 
 ``make test`` installs the cross tools where it can (``tools/ensure-tool aarch64``); elsewhere
 the emulated tests skip, naming what is missing.
@@ -30,6 +33,7 @@ DRIVER = Path(__file__).resolve().parent / "native_c" / "sg_check.c"
 CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = "qemu-aarch64"
 HASH = re.compile(r"^hash ([0-9a-f]{16}) ([0-9a-f]{16})$", re.M)
+LIBM_HASH = re.compile(r"^libm-hash ([0-9a-f]{16}) ([0-9a-f]{16})$", re.M)
 CHECKS = re.compile(r"^checks (\d+) failures (\d+)$", re.M)
 
 
@@ -40,10 +44,11 @@ def _command(tmp: Path, cc: str, extra: tuple[str, ...]) -> tuple[list[str], Pat
     return [*cmd, "-o", str(exe), "-lm", *nb.LINK_ARGS], exe
 
 
-def _summary(out: str) -> tuple[int, int, str, str]:
+def _summary(out: str) -> tuple[int, int, str, str, str]:
+    """Checks, failures, and the strict, canonical and libm (canonical) hashes."""
     checks, failures = map(int, CHECKS.search(out).groups())
     strict, canonical = HASH.search(out).groups()
-    return checks, failures, strict, canonical
+    return checks, failures, strict, canonical, LIBM_HASH.search(out).group(2)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +104,13 @@ def aarch64_run(runs) -> str:
 
 
 def test_host_build_passes_every_check(host_run):
-    checks, failures, _, _ = _summary(host_run)
+    checks, failures, *_ = _summary(host_run)
     assert failures == 0 and checks > 1_000_000, host_run
 
 
 def test_aarch64_scalar_and_neon_pass_every_check_under_qemu(aarch64_run):
     assert aarch64_run.splitlines()[0] == "isas: scalar neon"
-    checks, failures, _, _ = _summary(aarch64_run)
+    checks, failures, *_ = _summary(aarch64_run)
     assert failures == 0 and checks > 1_000_000, aarch64_run
 
 
@@ -115,3 +120,13 @@ def test_aarch64_scalar_and_neon_pass_every_check_under_qemu(aarch64_run):
 def test_aarch64_bits_equal_x86_64_bits(host_run, aarch64_run):
     # The same seeded inputs on both: every output equal bit for bit, NaNs as NaNs.
     assert _summary(aarch64_run)[3] == _summary(host_run)[3]
+
+
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"), reason="compares an x86-64 build with AArch64"
+)
+def test_aarch64_libm_rounded_outputs_equal_x86_64(host_run, aarch64_run):
+    # logsumexp and the cross-entropy's loss are rounded from the C library's log and log1p:
+    # equal here as long as both libms round those logs alike (glibc does). A difference with
+    # an equal kernel hash above is the libm's, not the kernels'.
+    assert _summary(aarch64_run)[4] == _summary(host_run)[4]
