@@ -1,16 +1,16 @@
 r"""Single-head attention and its backward, written from the softmax VJP; naive and tiled.
 
 For queries :math:`\mathbf Q` (shape ``(N_q, d)``), keys :math:`\mathbf K` (``(N_k, d)``) and
-values :math:`\mathbf V` (``(N_k, d_v)``), with scale :math:`c = 1/\sqrt d` by default,
+values :math:`\mathbf V` (``(N_k, d_v)``), with the scale :math:`1/\sqrt d` (or ``scale``),
 
-.. math:: \mathbf S = c\,\mathbf Q\mathbf K^\top, \qquad
+.. math:: \mathbf S = \mathbf Q\mathbf K^\top/\sqrt d, \qquad
    \mathbf P_i = \operatorname{softmax}(\mathbf S_i), \qquad \mathbf O = \mathbf P\mathbf V,
 
 and for an upstream gradient :math:`d\mathbf O` (shape of :math:`\mathbf O`) the backward is
 :math:`d\mathbf V = \mathbf P^\top d\mathbf O`, :math:`d\mathbf P = d\mathbf O\,\mathbf V^\top`,
 :math:`d\mathbf S_i = \mathbf P_i \odot (d\mathbf P_i - \mathbf D_i)` (the softmax VJP, row by
-row), :math:`d\mathbf Q = c\,d\mathbf S\,\mathbf K`, :math:`d\mathbf K = c\,d\mathbf S^\top
-\mathbf Q`, where :math:`\mathbf D_i = \langle \mathbf P_i, d\mathbf P_i\rangle = \langle
+row), :math:`d\mathbf Q = d\mathbf S\,\mathbf K/\sqrt d`, :math:`d\mathbf K = d\mathbf S^\top
+\mathbf Q/\sqrt d`, where :math:`\mathbf D_i = \langle \mathbf P_i, d\mathbf P_i\rangle = \langle
 \mathbf O_i, d\mathbf O_i\rangle` (:func:`attention_delta`).
 
 :func:`attention` and :func:`attention_vjp` form the ``(N_q, N_k)`` matrices. The tiled pair
@@ -47,25 +47,28 @@ DEFAULT_BLOCK_K = 64
 
 
 class Attention(NamedTuple):
-    """The naive forward's result: the output and the probabilities the backward needs."""
+    r"""What :func:`attention` returns: ``out``, the output :math:`\mathbf O` (shape
+    ``(N_q, d_v)``), and ``P``, the probabilities (shape ``(N_q, N_k)``) the backward needs."""
 
-    out: np.ndarray  #: :math:`\mathbf O`, shape ``(N_q, d_v)``
-    P: np.ndarray  #: :math:`\mathbf P`, shape ``(N_q, N_k)``
+    out: np.ndarray
+    P: np.ndarray
 
 
 class TiledAttention(NamedTuple):
-    """The tiled forward's result: the output and the per-row log-sum-exp of the scores."""
+    r"""What :func:`tiled_attention` returns: ``out``, the output :math:`\mathbf O` (shape
+    ``(N_q, d_v)``), and ``lse``, the per-row log-sum-exp of the scores (shape ``(N_q,)``)."""
 
-    out: np.ndarray  #: :math:`\mathbf O`, shape ``(N_q, d_v)``
-    lse: np.ndarray  #: :math:`\operatorname{lse}(\mathbf S_i)`, shape ``(N_q,)``
+    out: np.ndarray
+    lse: np.ndarray
 
 
 class AttentionGrads(NamedTuple):
-    """Gradients of a scalar loss with respect to the three inputs."""
+    """The gradients of a scalar loss with respect to the inputs: ``dQ`` (shape ``(N_q, d)``),
+    ``dK`` (``(N_k, d)``) and ``dV`` (``(N_k, d_v)``)."""
 
-    dQ: np.ndarray  #: shape ``(N_q, d)``
-    dK: np.ndarray  #: shape ``(N_k, d)``
-    dV: np.ndarray  #: shape ``(N_k, d_v)``
+    dQ: np.ndarray
+    dK: np.ndarray
+    dV: np.ndarray
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -143,8 +146,8 @@ def _block(value, name: str) -> int:
 
 
 def attention(Q, K, V, *, scale=None, causal: bool = False, mask=None) -> Attention:
-    r"""Single-head attention :math:`\mathbf O = \operatorname{softmax}(c\,\mathbf Q\mathbf
-    K^\top)\,\mathbf V`, forming the ``(N_q, N_k)`` scores and probabilities.
+    r"""Single-head attention :math:`\mathbf O = \operatorname{softmax}(\mathbf Q\mathbf
+    K^\top/\sqrt d)\,\mathbf V`, forming the ``(N_q, N_k)`` scores and probabilities.
 
     Parameters
     ----------
@@ -154,7 +157,7 @@ def attention(Q, K, V, *, scale=None, causal: bool = False, mask=None) -> Attent
         float32 or float64 (integers become float64); the result is float32 only if all three
         are.
     scale : float, optional
-        :math:`c`; default :math:`1/\sqrt d`.
+        The factor of the scores in place of :math:`1/\sqrt d` (the default).
     causal : bool, default False
         Keep only keys ``j <= i`` for query ``i``.
     mask : array_like of bool, shape (N_q, N_k) or broadcasting to it, optional
@@ -185,8 +188,9 @@ def attention(Q, K, V, *, scale=None, causal: bool = False, mask=None) -> Attent
 def attention_vjp(Q, K, V, P, dO, *, scale=None) -> AttentionGrads:
     r"""Backward of :func:`attention` from the softmax VJP: :math:`d\mathbf V = \mathbf P^\top
     d\mathbf O`, :math:`d\mathbf P = d\mathbf O\,\mathbf V^\top`, :math:`d\mathbf S =`
-    ``softmax_vjp(P, dP)``, :math:`d\mathbf Q = c\,d\mathbf S\,\mathbf K`, :math:`d\mathbf K =
-    c\,d\mathbf S^\top\mathbf Q`.
+    ``softmax_vjp(P, dP)``, :math:`d\mathbf Q = d\mathbf S\,\mathbf K/\sqrt d`,
+    :math:`d\mathbf K = d\mathbf S^\top\mathbf Q/\sqrt d` (``scale`` in place of :math:`1/\sqrt d`
+    if given).
 
     Masked scores have :math:`\mathbf P_{ij} = 0`, so their :math:`d\mathbf S_{ij}` is 0 and a
     row with nothing kept gives zero gradients; the mask need not be passed again.
@@ -200,7 +204,7 @@ def attention_vjp(Q, K, V, P, dO, *, scale=None) -> AttentionGrads:
     dO : array_like, shape (N_q, d_v)
         Gradient of any scalar loss with respect to :math:`\mathbf O`.
     scale : float, optional
-        The forward's :math:`c`; default :math:`1/\sqrt d`.
+        The forward's ``scale``; default :math:`1/\sqrt d`.
 
     Returns
     -------
@@ -352,8 +356,8 @@ def tiled_attention_vjp(
     queries: :math:`\mathbf P = e^{\mathbf S - \operatorname{lse}}` from ``Q``, ``K`` and the
     stored ``lse``, :math:`d\mathbf V_j \mathrel{+}= \mathbf P^\top d\mathbf O_i`,
     :math:`d\mathbf P = d\mathbf O_i\mathbf V_j^\top`, :math:`d\mathbf S = \mathbf P \odot
-    (d\mathbf P - \mathbf D_i)`, :math:`d\mathbf Q_i \mathrel{+}= c\,d\mathbf S\,\mathbf K_j`,
-    :math:`d\mathbf K_j \mathrel{+}= c\,d\mathbf S^\top\mathbf Q_i` (FlashAttention-2's order).
+    (d\mathbf P - \mathbf D_i)`, :math:`d\mathbf Q_i \mathrel{+}= d\mathbf S\,\mathbf K_j/\sqrt d`,
+    :math:`d\mathbf K_j \mathrel{+}= d\mathbf S^\top\mathbf Q_i/\sqrt d` (FlashAttention-2's order).
 
     Parameters
     ----------
