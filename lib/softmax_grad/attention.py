@@ -18,8 +18,8 @@ row), :math:`d\mathbf Q = d\mathbf S\,\mathbf K/\sqrt d`, :math:`d\mathbf K = d\
 2022 and 2023, in NumPy) visit blocks of ``block_q`` queries and ``block_k`` keys, fold the key
 blocks into each query row with the online softmax's merge (:mod:`softmax_grad.online`), store
 only :math:`\mathbf O` and the per-row log-sum-exp, and recompute :math:`\mathbf P` block by
-block in the backward, so no array larger than ``(N, max(d, d_v))`` or a block
-``(block_q, block_k)`` is ever live.
+block in the backward: the arrays they allocate have the inputs' and outputs' sizes,
+``(N_q, ...)`` or ``(N_k, ...)``, or that of one block, ``(block_q, block_k)``.
 
 Masks follow :mod:`softmax_grad.forward`'s ``where=``: ``mask[i, j]`` True keeps key ``j`` for
 query ``i``, ``causal=True`` keeps ``j <= i`` (top-left aligned, as PyTorch's ``is_causal``), and
@@ -259,9 +259,9 @@ def _scores(Q, K, c, mask, causal: bool, rows: slice, cols: slice) -> np.ndarray
     return S if keep is None else np.where(keep, S, -np.inf)
 
 
-def _skipped(causal: bool, q0: int, q1: int, k0: int) -> bool:
-    """A block above the causal diagonal: every key index exceeds every query index."""
-    return causal and k0 > q1 - 1
+def _above_diagonal(causal: bool, rows: slice, k0: int) -> bool:
+    """A causal block with every key index (from ``k0``) above every query index in ``rows``."""
+    return causal and k0 > rows.stop - 1
 
 
 def tiled_attention(
@@ -319,7 +319,7 @@ def tiled_attention(
         m = np.full((n_rows, 1), -np.inf, Q.dtype)
         acc = np.zeros((n_rows, 1 + d_v), Q.dtype)
         for k0 in range(0, N_k, bk):
-            if _skipped(causal, q0, rows.stop, k0):
+            if _above_diagonal(causal, rows, k0):
                 break
             cols = slice(k0, min(k0 + bk, N_k))
             S = _scores(Q, K, c, mask, causal, rows, cols)
@@ -399,7 +399,7 @@ def tiled_attention_vjp(
         cols = slice(k0, min(k0 + bk, N_k))
         for q0 in range(0, N_q, bq):
             rows = slice(q0, min(q0 + bq, N_q))
-            if _skipped(causal, q0, rows.stop, k0):
+            if _above_diagonal(causal, rows, k0):
                 continue
             S = _scores(Q, K, c, mask, causal, rows, cols)
             P = np.exp(S - lse_hat[rows, None])
