@@ -6,6 +6,16 @@ print what they measured against what they allow (:mod:`softmax_grad.checks`), o
 (:mod:`softmax_grad.timing`) and the machine's cache sizes (:mod:`softmax_grad.machine`).
 """
 
+from .attention import (
+    Attention,
+    AttentionGrads,
+    TiledAttention,
+    attention,
+    attention_delta,
+    attention_vjp,
+    tiled_attention,
+    tiled_attention_vjp,
+)
 from .checks import CheckResult, check_allclose, check_at_most, check_close
 from .forward import log_softmax, softmax
 from .gradcheck import (
@@ -60,14 +70,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllocatorShare",
+    "Attention",
+    "AttentionGrads",
     "CheckResult",
     "GradientCheck",
     "LogSoftmax",
     "PeakMemory",
     "Softmax",
+    "TiledAttention",
     "Timing",
     "WARM_HEAP",
     "allocator_share",
+    "attention",
+    "attention_delta",
+    "attention_vjp",
     "cache_sizes",
     "check_allclose",
     "check_at_most",
@@ -109,6 +125,8 @@ __all__ = [
     "substitute_softmax",
     "symbolic_jacobian",
     "symbolic_softmax",
+    "tiled_attention",
+    "tiled_attention_vjp",
     "time_call",
     "vjp_error_bound",
     "z_loss",
