@@ -55,6 +55,11 @@ from .symbolic import (
 )
 from .timing import WARM_HEAP, AllocatorShare, Timing, allocator_share, run_fresh, time_call
 from .vjp import log_softmax_vjp, softmax_vjp, vjp_error_bound
+from .vocab_head import (
+    VocabHeadResult,
+    vocab_head_cross_entropy,
+    vocab_head_cross_entropy_naive,
+)
 
 __version__ = "0.1.0"
 
@@ -66,6 +71,7 @@ __all__ = [
     "PeakMemory",
     "Softmax",
     "Timing",
+    "VocabHeadResult",
     "WARM_HEAP",
     "allocator_share",
     "cache_sizes",
@@ -111,5 +117,7 @@ __all__ = [
     "symbolic_softmax",
     "time_call",
     "vjp_error_bound",
+    "vocab_head_cross_entropy",
+    "vocab_head_cross_entropy_naive",
     "z_loss",
 ]
