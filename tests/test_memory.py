@@ -41,3 +41,21 @@ def test_nested_measurement_is_refused():
             sg.peak_memory(lambda: None)
     finally:
         tracemalloc.stop()
+
+
+def test_torch_peak_counts_live_tensors():
+    torch = pytest.importorskip("torch")
+    n = 1 << 20
+    before = torch.ones(n, dtype=torch.float64)  # alive before the call: not counted
+
+    def two_live_then_one():
+        a = torch.ones(n, dtype=torch.float64)
+        b = torch.ones(n, dtype=torch.float64)
+        s = float((a + b)[0])  # a third tensor of n floats, briefly
+        del a, b
+        return s + float(torch.ones(n // 2, dtype=torch.float64)[0])
+
+    got = sg.peak_memory_torch(two_live_then_one)
+    assert got.result == 3.0
+    assert 3 * 8 * n <= got.peak_bytes <= 3 * 8 * n + (64 << 10), got.peak_bytes
+    assert before.numel() == n

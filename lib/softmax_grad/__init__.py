@@ -34,7 +34,7 @@ from .losses import (
     z_loss,
 )
 from .machine import cache_sizes, parse_size
-from .memory import PeakMemory, peak_memory
+from .memory import PeakMemory, peak_memory, peak_memory_torch
 from .online import (
     finish_logsumexp,
     merge_logsumexp,
@@ -104,6 +104,7 @@ __all__ = [
     "parse_size",
     "partial_logsumexp",
     "peak_memory",
+    "peak_memory_torch",
     "probability_symbols",
     "question_delta",
     "question_delta_difference",
