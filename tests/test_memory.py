@@ -1,5 +1,6 @@
 """softmax_grad.memory: the peak it reports is the arrays' bytes (known by construction)."""
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -59,3 +60,16 @@ def test_torch_peak_counts_live_tensors():
     assert got.result == 3.0
     assert 3 * 8 * n <= got.peak_bytes <= 3 * 8 * n + (64 << 10), got.peak_bytes
     assert before.numel() == n
+
+
+def test_torch_profiler_log_lines_are_dropped_and_other_stderr_kept(capfd):
+    torch = pytest.importorskip("torch")
+
+    def noisy():
+        os.write(2, b"a message of the call itself\n")
+        return torch.ones(4)
+
+    sg.peak_memory_torch(noisy)
+    err = capfd.readouterr().err
+    assert "a message of the call itself" in err
+    assert "profiler_start" not in err and "SyncActivityProfilerHandler" not in err

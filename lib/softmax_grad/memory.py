@@ -9,6 +9,11 @@ PyTorch's tensors the same way from the allocation records of its profiler.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 import tracemalloc
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -63,7 +68,10 @@ def peak_memory_torch(fn: Callable[..., Any], *args, **kwargs) -> PeakMemory:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _without_kineto_log(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         result = fn(*args, **kwargs)
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     live = peak = 0
@@ -71,3 +79,26 @@ def peak_memory_torch(fn: Callable[..., Any], *args, **kwargs) -> PeakMemory:
         live += e.nbytes()
         peak = max(peak, live)
     return PeakMemory(result, peak)
+
+
+# The profiler's C++ library (Kineto) logs its start and stop to file descriptor 2 with a time
+# stamp and a process id, lines no two runs share (they would break a notebook's comparison).
+_KINETO_LOG = re.compile(rb"^[A-Z]+:\d{4}-\d\d-\d\d [\d:]+ \d+:\d+ \w+\.cpp:\d+\] ")
+
+
+@contextlib.contextmanager
+def _without_kineto_log():
+    """Drop Kineto's log lines from file descriptor 2 while profiling; pass on anything else."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines(True) if not _KINETO_LOG.match(line)]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))

@@ -18,8 +18,10 @@ chunks of :math:`n_c` rows, twice.
    gives :math:`d\mathbf H \mathrel{+}= dX_c\,\mathbf W_c` and
    :math:`d\mathbf W_c = dX_c^\top\mathbf H`.
 
-Only B x :math:`n_c` logits are alive at a time, so the memory beyond the inputs and the
-gradients (of the inputs' shapes) grows with :math:`n_c`, not with :math:`n`.
+Only a few blocks of B x :math:`n_c` logits are alive at a time: a chunk and the two
+temporaries of :func:`softmax_grad.partial_logsumexp` in the forward pass, one chunk next to
+:math:`d\mathbf H` and :math:`d\mathbf W` in the backward pass. The memory beyond the inputs
+and the gradients (of the inputs' shapes) grows with :math:`n_c`, not with :math:`n`.
 :func:`vocab_head_cross_entropy_naive` materialises :math:`X` and composes the library's
 :func:`softmax_grad.softmax`, :func:`softmax_grad.cross_entropy` and
 :func:`softmax_grad.softmax_vjp`: the reference the chunked path is tested against.
@@ -249,6 +251,7 @@ def vocab_head_cross_entropy(
         Xc *= col  # dX_c: row r scaled by ell_bar_r s_r (0 for ignored rows)
         dH += Xc @ Wc
         np.matmul(Xc.T, H, out=dW[c0 : c0 + step])
+        del Xc  # else the next chunk's logits are computed while these are still alive
     return VocabHeadResult(loss, dH, dW)
 
 
