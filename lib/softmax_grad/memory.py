@@ -3,8 +3,9 @@
 NumPy reports every array buffer it allocates to tracemalloc, so the peak of a NumPy computation
 is the largest total of its live arrays (plus small Python objects), independent of the
 allocator's caching and of the process's resident size. Libraries with their own allocator
-(PyTorch's CPU tensors, XLA's buffers) are invisible to it; :func:`peak_memory_torch` measures
-PyTorch's tensors the same way from the allocation records of its profiler.
+(PyTorch's CPU tensors, XLA's buffers) are invisible to it;
+:func:`~softmax_grad.peak_memory_torch` measures PyTorch's tensors the same way from the
+allocation records of its profiler.
 """
 
 from __future__ import annotations

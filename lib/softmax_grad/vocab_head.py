@@ -4,8 +4,8 @@ A language model's head maps hidden states :math:`\mathbf H`, shape (B, d), thro
 weights :math:`\mathbf W`, shape (n, d), to logits :math:`X = \mathbf H\mathbf W^\top`, shape
 (B, n), and takes the cross-entropy of their softmax against labels :math:`k_r`, shape (B,).
 With a vocabulary of :math:`n = 128256` tokens, :math:`X` and its gradient are the largest arrays
-of the step. :func:`vocab_head_cross_entropy` never holds them: it visits :math:`\mathbf W` in
-chunks of :math:`n_c` rows, twice.
+of the step. :func:`~softmax_grad.vocab_head_cross_entropy` never holds them: it visits
+:math:`\mathbf W` in chunks of :math:`n_c` rows, twice.
 
 1. Forward: per chunk, the logits :math:`X_c = \mathbf H\mathbf W_c^\top` (B, :math:`n_c`) give
    their online state :math:`(m, Z)` (:func:`softmax_grad.partial_logsumexp`), merged into each
@@ -22,8 +22,8 @@ Only a few blocks of B x :math:`n_c` logits are alive at a time: a chunk and the
 temporaries of :func:`softmax_grad.partial_logsumexp` in the forward pass, one chunk next to
 :math:`d\mathbf H` and :math:`d\mathbf W` in the backward pass. The memory beyond the inputs
 and the gradients (of the inputs' shapes) grows with :math:`n_c`, not with :math:`n`.
-:func:`vocab_head_cross_entropy_naive` materialises :math:`X` and composes the library's
-:func:`softmax_grad.softmax`, :func:`softmax_grad.cross_entropy` and
+:func:`~softmax_grad.vocab_head_cross_entropy_naive` materialises :math:`X` and composes the
+library's :func:`softmax_grad.softmax`, :func:`softmax_grad.cross_entropy` and
 :func:`softmax_grad.softmax_vjp`: the reference the chunked path is tested against.
 
 Options and conventions are those of :func:`softmax_grad.cross_entropy` with integer labels
@@ -55,7 +55,7 @@ from .losses import (
 from .online import finish_logsumexp, merge_logsumexp, partial_logsumexp
 from .vjp import softmax_vjp
 
-#: Rows of W per chunk of :func:`vocab_head_cross_entropy` by default.
+#: Rows of W per chunk of :func:`~softmax_grad.vocab_head_cross_entropy` by default.
 DEFAULT_CHUNK = 4096
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -67,10 +67,10 @@ class VocabHeadResult(NamedTuple):
     Attributes
     ----------
     loss : NumPy scalar, or ndarray of shape (B,) for ``reduction="none"``
-    dH : ndarray, shape (B, d)
-        :math:`\partial L/\partial\mathbf H`.
-    dW : ndarray, shape (n, d)
-        :math:`\partial L/\partial\mathbf W`.
+    dH : ndarray
+        :math:`\partial L/\partial\mathbf H`, shape (B, d).
+    dW : ndarray
+        :math:`\partial L/\partial\mathbf W`, shape (n, d).
     """
 
     loss: np.floating | np.ndarray
@@ -194,7 +194,7 @@ def vocab_head_cross_entropy(
     label_smoothing : float in [0, 1], default 0
         :math:`\lambda`.
     reduction : {"mean", "sum", "none"}
-    chunk : int >= 1, default :data:`DEFAULT_CHUNK`
+    chunk : int >= 1, default :data:`~softmax_grad.vocab_head.DEFAULT_CHUNK`
         :math:`n_c`, rows of ``W`` per chunk (need not divide n). The result does not depend
         on it beyond rounding.
 
