@@ -44,7 +44,7 @@ from .losses import (
     z_loss,
 )
 from .machine import cache_sizes, parse_size
-from .memory import PeakMemory, peak_memory
+from .memory import PeakMemory, peak_memory, peak_memory_torch
 from .online import (
     finish_logsumexp,
     merge_logsumexp,
@@ -65,6 +65,11 @@ from .symbolic import (
 )
 from .timing import WARM_HEAP, AllocatorShare, Timing, allocator_share, run_fresh, time_call
 from .vjp import log_softmax_vjp, softmax_vjp, vjp_error_bound
+from .vocab_head import (
+    VocabHeadResult,
+    vocab_head_cross_entropy,
+    vocab_head_cross_entropy_naive,
+)
 
 __version__ = "0.1.0"
 
@@ -79,6 +84,7 @@ __all__ = [
     "Softmax",
     "TiledAttention",
     "Timing",
+    "VocabHeadResult",
     "WARM_HEAP",
     "allocator_share",
     "attention",
@@ -114,6 +120,7 @@ __all__ = [
     "parse_size",
     "partial_logsumexp",
     "peak_memory",
+    "peak_memory_torch",
     "probability_symbols",
     "question_delta",
     "question_delta_difference",
@@ -129,5 +136,7 @@ __all__ = [
     "tiled_attention_vjp",
     "time_call",
     "vjp_error_bound",
+    "vocab_head_cross_entropy",
+    "vocab_head_cross_entropy_naive",
     "z_loss",
 ]
