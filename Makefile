@@ -238,6 +238,8 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	@echo "==> benchmarks (a few minutes; keep the machine otherwise idle), JSON into bench/results/"
 	$(BIN)/python -m bench.run --control $(BENCH_ARGS)
+	@echo "==> the at-scale kernels (online forward, log-sum-exp, fused cross-entropy) against their floor and PyTorch"
+	$(BIN)/python -m bench.at_scale
 
 clean:
 	@echo "==> removing $(VENV), _build and caches"

@@ -263,6 +263,29 @@ def _dtype(name) -> np.dtype:
     return np.dtype(name)
 
 
+def write_result(name: str, command: list[str], body: dict[str, Any], out=None) -> Path:
+    """Write a side benchmark's result as JSON: ``body`` after the fields every result records
+    (when, the command, the machine, the git state, Python's and NumPy's versions), to ``out``
+    or ``bench/results/<name>-<time>.json``; returns the path."""
+    import datetime as _dt
+
+    result = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(command),
+        "machine": machine_info(),
+        "git": git_info(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        **body,
+    }
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(out) if out is not None else REPO / "bench" / "results" / f"{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def aligned_empty(shape, dtype) -> np.ndarray:
     """A C-contiguous array whose data starts on an ``ALIGN``-byte boundary, pages touched."""
     dtype = _dtype(dtype)

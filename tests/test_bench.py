@@ -394,3 +394,55 @@ def test_accurate_cost_quick_run(tmp_path):
     confident = {r["kind"]: r["confident_rows"] for r in result["ratios"]}
     assert confident == {"bench": 0.0, "confident": 1.0}  # the two kinds are what they claim
     assert all(r["ratio"] > 0 for r in result["ratios"])
+
+
+def _scale_case(op, impl, shape, t, ns):
+    return {"op": op, "impl": impl, "shape": list(shape), "threads": t, "median_ns": ns}
+
+
+def test_at_scale_floor_ratios_and_targets_on_made_up_numbers():
+    from bench import at_scale
+
+    big, small = (256, 32000), (64, 1000)
+    cases = [
+        _scale_case("floor", "numpy", big, 1, 100.0),
+        _scale_case("floor", "torch", big, 1, 120.0),
+        _scale_case("floor", "torch", big, 2, 80.0),  # 2 threads: the floor takes the faster
+        _scale_case("softmax", "online", big, 1, 125.0),
+        _scale_case("softmax", "multipass", big, 1, 200.0),
+        _scale_case("softmax", "online", big, 2, 100.0),
+        _scale_case("softmax", "multipass", big, 2, 90.0),
+        _scale_case("cross_entropy", "native", small, 1, 100.0),
+        _scale_case("cross_entropy", "torch", small, 1, 150.0),
+        _scale_case("cross_entropy", "native", small, 2, 100.0),
+        _scale_case("cross_entropy", "torch", small, 2, 110.0),
+    ]
+    table = {(tuple(r["shape"]), r["threads"]): r for r in at_scale.ratios(cases)}
+    assert table[big, 1]["floor_ratio_online"] == 0.8  # 100 / 125: numpy's copy is the floor
+    assert table[big, 1]["floor_ratio_multipass"] == 0.5
+    assert table[big, 2]["floor_ratio_online"] == 0.8  # 80 / 100: torch at 2 threads
+    assert table[small, 1]["vs_torch_cross_entropy"] == 1.5
+    assert table[small, 1]["floor_ratio_online"] is None  # not measured: no ratio
+    decided = {d["id"]: d for d in at_scale.targets(list(table.values()), "online")}
+    assert decided["forward_vs_floor"]["status"] == "PASS"  # 0.8 and 0.8: at the limit
+    ce = decided["cross_entropy_vs_torch"]
+    assert ce["status"] == "FAIL" and ce["failing"] == 1 and ce["checks"] == 2
+    assert ce["worst"] == {"value": 1.1, "shape": [64, 1000], "threads": 2}
+    multipass = {d["id"]: d for d in at_scale.targets(list(table.values()), "multipass")}
+    assert multipass["forward_vs_floor"]["status"] == "FAIL"  # 0.5 at 1 thread
+
+
+def test_at_scale_quick_run(tmp_path):
+    from bench import at_scale
+
+    out = tmp_path / "scale.json"
+    assert at_scale.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    got = {(c["op"], c["impl"], c["threads"]) for c in result["cases"]}
+    for t in (1, 2):
+        for impl in ("online", "multipass", "torch", "default-alloc"):
+            assert ("softmax", impl, t) in got
+        assert ("cross_entropy", "native", t) in got and ("cross_entropy", "torch", t) in got
+    assert ("floor", "numpy", 1) in got and ("floor", "numpy", 2) not in got
+    assert all(c["median_ns"] > 0 and c["rounds"] == 2 for c in result["cases"])
+    assert {d["id"] for d in result["targets"]} == {"forward_vs_floor", "cross_entropy_vs_torch"}

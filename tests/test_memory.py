@@ -1,5 +1,6 @@
 """softmax_grad.memory: the peak it reports is the arrays' bytes (known by construction)."""
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -41,3 +42,34 @@ def test_nested_measurement_is_refused():
             sg.peak_memory(lambda: None)
     finally:
         tracemalloc.stop()
+
+
+def test_torch_peak_counts_live_tensors():
+    torch = pytest.importorskip("torch")
+    n = 1 << 20
+    before = torch.ones(n, dtype=torch.float64)  # alive before the call: not counted
+
+    def two_live_then_one():
+        a = torch.ones(n, dtype=torch.float64)
+        b = torch.ones(n, dtype=torch.float64)
+        s = float((a + b)[0])  # a third tensor of n floats, briefly
+        del a, b
+        return s + float(torch.ones(n // 2, dtype=torch.float64)[0])
+
+    got = sg.peak_memory_torch(two_live_then_one)
+    assert got.result == 3.0
+    assert 3 * 8 * n <= got.peak_bytes <= 3 * 8 * n + (64 << 10), got.peak_bytes
+    assert before.numel() == n
+
+
+def test_torch_profiler_log_lines_are_dropped_and_other_stderr_kept(capfd):
+    torch = pytest.importorskip("torch")
+
+    def noisy():
+        os.write(2, b"a message of the call itself\n")
+        return torch.ones(4)
+
+    sg.peak_memory_torch(noisy)
+    err = capfd.readouterr().err
+    assert "a message of the call itself" in err
+    assert "profiler_start" not in err and "SyncActivityProfilerHandler" not in err

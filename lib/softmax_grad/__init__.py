@@ -6,6 +6,16 @@ print what they measured against what they allow (:mod:`softmax_grad.checks`), o
 (:mod:`softmax_grad.timing`) and the machine's cache sizes (:mod:`softmax_grad.machine`).
 """
 
+from .attention import (
+    Attention,
+    AttentionGrads,
+    TiledAttention,
+    attention,
+    attention_delta,
+    attention_vjp,
+    tiled_attention,
+    tiled_attention_vjp,
+)
 from .checks import CheckResult, check_allclose, check_at_most, check_close
 from .forward import log_softmax, softmax
 from .gradcheck import (
@@ -34,7 +44,7 @@ from .losses import (
     z_loss,
 )
 from .machine import cache_sizes, parse_size
-from .memory import PeakMemory, peak_memory
+from .memory import PeakMemory, peak_memory, peak_memory_torch
 from .online import (
     finish_logsumexp,
     merge_logsumexp,
@@ -55,19 +65,31 @@ from .symbolic import (
 )
 from .timing import WARM_HEAP, AllocatorShare, Timing, allocator_share, run_fresh, time_call
 from .vjp import log_softmax_vjp, softmax_vjp, vjp_error_bound
+from .vocab_head import (
+    VocabHeadResult,
+    vocab_head_cross_entropy,
+    vocab_head_cross_entropy_naive,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllocatorShare",
+    "Attention",
+    "AttentionGrads",
     "CheckResult",
     "GradientCheck",
     "LogSoftmax",
     "PeakMemory",
     "Softmax",
+    "TiledAttention",
     "Timing",
+    "VocabHeadResult",
     "WARM_HEAP",
     "allocator_share",
+    "attention",
+    "attention_delta",
+    "attention_vjp",
     "cache_sizes",
     "check_allclose",
     "check_at_most",
@@ -98,6 +120,7 @@ __all__ = [
     "parse_size",
     "partial_logsumexp",
     "peak_memory",
+    "peak_memory_torch",
     "probability_symbols",
     "question_delta",
     "question_delta_difference",
@@ -109,7 +132,11 @@ __all__ = [
     "substitute_softmax",
     "symbolic_jacobian",
     "symbolic_softmax",
+    "tiled_attention",
+    "tiled_attention_vjp",
     "time_call",
     "vjp_error_bound",
+    "vocab_head_cross_entropy",
+    "vocab_head_cross_entropy_naive",
     "z_loss",
 ]

@@ -503,6 +503,9 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.n
 #: the row, writing the exponentials into the output first.
 SOFTMAX_ALGORITHMS = ("online", "multipass")
 
+#: The algorithm ``softmax(algorithm=None)`` takes (bench/README.md, "At scale", measures both).
+SOFTMAX_DEFAULT = "multipass"
+
 #: Elements per block of the online kernels: rows up to this long are one block, and the online
 #: pass gives them the multipass kernel's bits.
 ONLINE_BLOCK = 4096
@@ -511,10 +514,15 @@ ONLINE_BLOCK = 4096
 def _softmax_op(algorithm) -> _Op:
     if algorithm == "online":
         return _SOFTMAX_ONLINE
-    if algorithm is None or algorithm == "multipass":
+    if algorithm is None:
+        return _SOFTMAX_DEFAULT
+    if algorithm == "multipass":
         return _SOFTMAX
     allowed = ", ".join(map(repr, SOFTMAX_ALGORITHMS))
     raise ValueError(f"unknown algorithm={algorithm!r}; allowed: None, {allowed}")
+
+
+_SOFTMAX_DEFAULT = {"online": _SOFTMAX_ONLINE, "multipass": _SOFTMAX}[SOFTMAX_DEFAULT]
 
 
 def softmax(x, out=None, isa=None, threads=None, algorithm=None) -> np.ndarray:
@@ -568,7 +576,7 @@ def softmax(x, out=None, isa=None, threads=None, algorithm=None) -> np.ndarray:
         If ``x`` is 0-d, ``out`` is unusable, ``isa`` is unknown or unavailable,
         ``threads < 1``, or ``algorithm`` is unknown.
     """
-    op = _SOFTMAX if algorithm is None else _softmax_op(algorithm)
+    op = _SOFTMAX_DEFAULT if algorithm is None else _softmax_op(algorithm)
     return _run(op, x, None, out, isa, threads)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._validation import as_float_array, as_mask, as_working, normalize_axis, returned
 
-#: Logits per block of :func:`online_logsumexp` and :func:`online_softmax` by default.
+#: Logits per block of online_logsumexp and online_softmax by default.
 DEFAULT_BLOCK = 1024
 
 
@@ -109,7 +109,7 @@ def online_logsumexp(x, axis: int = -1, block: int = DEFAULT_BLOCK) -> np.ndarra
     x : array_like, shape (..., n, ...)
         Logits; float16 and bfloat16 are computed in float32 and rounded once.
     axis : int, default -1
-    block : int >= 1, default :data:`DEFAULT_BLOCK`
+    block : int >= 1, default 1024 (``softmax_grad.online.DEFAULT_BLOCK``)
         Logits per block; the result does not depend on it beyond rounding.
 
     Returns
@@ -139,7 +139,7 @@ def online_softmax(x, axis: int = -1, block: int = DEFAULT_BLOCK, where=None) ->
     x : array_like, shape (..., n, ...)
         Logits; float16 and bfloat16 are computed in float32 and rounded once.
     axis : int, default -1
-    block : int >= 1, default :data:`DEFAULT_BLOCK`
+    block : int >= 1, default 1024 (``softmax_grad.online.DEFAULT_BLOCK``)
     where : array_like of bool, optional
         A mask broadcasting against ``x``; True keeps an entry.
 
