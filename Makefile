@@ -149,7 +149,8 @@ sanitize: $(SANITIZE_DIR)/.built
 	@echo "==> native tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 SG_SANITIZED_DIR=$(SANITIZE_DIR) \
-	  $(BIN)/python -m pytest $(XDIST) -q --capture=sys -p tests.native_sanitized tests/test_native.py
+	  $(BIN)/python -m pytest $(XDIST) -q --capture=sys -p tests.native_sanitized tests/test_native.py \
+	    tests/test_native_online.py
 
 nbval: $(STAMP)
 ifeq ($(strip $(NOTEBOOKS)),)

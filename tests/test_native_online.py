@@ -21,6 +21,9 @@ import pytest
 import scipy.special
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import softmax_grad as sg
 from softmax_grad import native
@@ -818,14 +821,54 @@ def test_c_cross_entropy_and_logsumexp_statuses_and_guards(dtype):
     assert lse(ffi.NULL, ffi.NULL, 0, n, 0, 1) == lib.SG_OK
 
 
-def test_float_inputs_are_never_written():
+def test_read_only_inputs_are_taken_and_never_written():
     rng = np.random.default_rng(132)
     x = rng.normal(size=(3, BLOCK + 5))
     labels = np.array([0, 1, 2])
     grad = np.ones(3)
     copies = [a.copy() for a in (x, labels, grad)]
-    online(x)
-    native.logsumexp(x)
-    native.softmax_cross_entropy(x, labels, grad)
+    want = (online(x), native.logsumexp(x), native.softmax_cross_entropy(x, labels, grad))
+    for a in (x, labels, grad):
+        a.flags.writeable = False
+    got = (online(x), native.logsumexp(x), native.softmax_cross_entropy(x, labels, grad))
     for a, b in zip((x, labels, grad), copies, strict=True):
         np.testing.assert_array_equal(a, b)
+    assert_same_bits(got[0], want[0])
+    assert_same_bits(got[1], want[1])
+    assert_same_bits(got[2].dlogits, want[2].dlogits)
+
+
+# ---- properties (hypothesis) ---------------------------------------------------------------------
+
+
+@settings(max_examples=40)
+@given(st.sampled_from(DTYPES), st.sampled_from(ISAS), st.data())
+def test_property_cross_entropy_is_lse_minus_the_true_logit_and_y_minus_onehot(dtype, isa, data):
+    # The fused kernel against the identities that define it, evaluated with the other online
+    # kernels: loss = logsumexp(x) - x_k and dlogits = g (softmax(x) - e_k), within the sum of
+    # both sides' bounds (ce_rtol, and lse_bound for logsumexp), -inf logits (masks) included.
+    n = data.draw(st.integers(1, 70))
+    rows = data.draw(st.integers(1, 4))
+    finite = st.floats(-60, 60, width=32)
+    x = data.draw(hnp.arrays(dtype, (rows, n), elements=finite | st.just(-np.inf)))
+    labels = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=rows, max_size=rows)))
+    grad = data.draw(hnp.arrays(dtype, rows, elements=st.floats(-4, 4, width=32)))
+    true = (np.arange(rows), labels)
+    x[true] = np.where(np.isinf(x[true]), 0, x[true])  # a finite true logit: a finite loss
+    threads = data.draw(st.integers(1, 2))
+    got = native.softmax_cross_entropy(x, labels, grad, isa=isa, threads=threads)
+    lse = native.logsumexp(x, isa=isa).astype(F64)
+    xk = x[true].astype(F64)
+    rtol = ce_rtol(n, dtype)
+    err = np.abs(got.loss.astype(F64) - (lse - xk))
+    assert np.all(err <= rtol * np.abs(got.loss) + lse_bound(x, dtype) + 2 * _u(dtype) * np.abs(xk))
+    y = online(x, isa=isa).astype(F64)
+    onehot = np.zeros_like(y)
+    onehot[true] = 1
+    g = grad.astype(F64)[:, None]
+    want = g * (y - onehot)
+    # y's error (y_k's rounding near 1 included), then a rounding of g (y - e_k), with the
+    # absolute half-ulps of results below the smallest normal (unscaled by g)
+    eta = float(np.finfo(dtype).smallest_subnormal)
+    bound = np.abs(g) * (2 * rtol * np.abs(y) + 4 * eta) + rtol * np.abs(want) + 2 * eta
+    assert np.all(np.abs(got.dlogits - want) <= bound)
