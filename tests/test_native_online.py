@@ -40,6 +40,7 @@ from tests.test_native import (
     _gamma,
     _guarded_out,
     assert_softmax_close,
+    assert_within,
     tail_lengths,
     threads_as_asked,  # noqa: F401 (the autouse fixture: threads=2 really starts a thread)
 )
@@ -312,11 +313,7 @@ def lse_bound(x, dtype) -> np.ndarray:
 
 
 def assert_lse_close(got, x, dtype, msg=""):
-    want = np.asarray(lse_reference(x), F64)
-    got = np.asarray(got, F64)
-    err = np.abs(got - want)
-    bound = lse_bound(x, dtype)
-    assert np.all(err <= bound), f"{msg}: error {err.max():.3e}, bound {bound.min():.3e}"
+    assert_within(got, np.asarray(lse_reference(x), F64), lse_bound(x, dtype), msg)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -456,9 +453,7 @@ def assert_ce_close(got, loss, dlogits, dtype, msg=""):
     gl, dl = np.asarray(loss, F64), np.asarray(dlogits, F64)
     np.testing.assert_allclose(got.loss, gl, rtol=rtol, atol=0, err_msg=f"loss {msg}")
     scale = np.max(np.abs(dl), axis=-1, keepdims=True)  # |g| (1 - y_k) and more
-    err = np.abs(got.dlogits.astype(F64) - dl)
-    bound = rtol * np.abs(dl) + 2 * eta * (1 + scale)
-    assert np.all(err <= bound), f"dlogits {msg}: {np.max(err - bound):.3e} over the bound"
+    assert_within(got.dlogits, dl, rtol * np.abs(dl) + 2 * eta * (1 + scale), f"dlogits {msg}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
