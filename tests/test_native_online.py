@@ -39,6 +39,7 @@ from tests.test_native import (
     _at,
     _gamma,
     _guarded_out,
+    _u,
     assert_softmax_close,
     assert_within,
     tail_lengths,
@@ -46,8 +47,8 @@ from tests.test_native import (
 )
 
 BLOCK = native.ONLINE_BLOCK
-# Row lengths around and across the online blocks: one block, one block and one element, three
-# blocks and a tail.
+# Row lengths around and across the online blocks: one block (short of full, and full), a full
+# block and one element, three full blocks and a tail.
 BLOCK_LENGTHS = (BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5)
 # Rows longer than this keep no buffer of their exponentials and compute them again from x
 # (SG_ONLINE_ROW_MAX in csrc/kernels_simd.h).
@@ -60,10 +61,6 @@ ONLINE_STREAM_BYTES = 4 << 20
 EXP_ULPS = 4
 U64 = 2.0**-53
 NAN, INF = np.nan, np.inf
-
-
-def _u(dtype) -> float:
-    return float(np.finfo(dtype).eps) / 2
 
 
 def _sum_error(n, dtype) -> float:
@@ -209,7 +206,8 @@ def test_online_half_is_float32_online_rounded_once(isa, dtype):
 def test_online_row_beyond_the_row_buffer_recomputes(isa):
     # A row longer than SG_ONLINE_ROW_MAX keeps only one block's exponentials and computes
     # y = exp(x - h) / Z again from x: the reference still holds, for float32 and a float16 row
-    # (its float32 call rounded once), at any address and for the softmax's neighbours.
+    # (its float32 call rounded once), at any address, and for logsumexp and the cross-entropy
+    # of the same row.
     n = ROW_MAX + BLOCK + 3
     rng = np.random.default_rng(103)
     x = increasing_rows(rng, 1, n, np.float32, top=40.0)
