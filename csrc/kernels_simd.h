@@ -534,21 +534,11 @@ SG_TARGET static inline void FN(exp_into)(const S *SG_RESTRICT x, T *SG_RESTRICT
                                           V nm)
 {
     size_t i = 0;
-    /* eight independent exps per step: each is a long chain of dependent operations, and four
-     * leave the FMA units waiting on latency (bench/README.md, "At scale") */
-    for (; i + 8 * W <= n; i += 8 * W) {
-        const V e0 = FN(exp)(VLOADU(x + i), nm), e1 = FN(exp)(VLOADU(x + i + W), nm);
-        const V e2 = FN(exp)(VLOADU(x + i + 2 * W), nm), e3 = FN(exp)(VLOADU(x + i + 3 * W), nm);
-        const V e4 = FN(exp)(VLOADU(x + i + 4 * W), nm), e5 = FN(exp)(VLOADU(x + i + 5 * W), nm);
-        const V e6 = FN(exp)(VLOADU(x + i + 6 * W), nm), e7 = FN(exp)(VLOADU(x + i + 7 * W), nm);
-        VSTORET(e + i, e0);
-        VSTORET(e + i + W, e1);
-        VSTORET(e + i + 2 * W, e2);
-        VSTORET(e + i + 3 * W, e3);
-        VSTORET(e + i + 4 * W, e4);
-        VSTORET(e + i + 5 * W, e5);
-        VSTORET(e + i + 6 * W, e6);
-        VSTORET(e + i + 7 * W, e7);
+    for (; i + 4 * W <= n; i += 4 * W) {
+        VSTORET(e + i, FN(exp)(VLOADU(x + i), nm));
+        VSTORET(e + i + W, FN(exp)(VLOADU(x + i + W), nm));
+        VSTORET(e + i + 2 * W, FN(exp)(VLOADU(x + i + 2 * W), nm));
+        VSTORET(e + i + 3 * W, FN(exp)(VLOADU(x + i + 3 * W), nm));
     }
     for (; i + W <= n; i += W)
         VSTORET(e + i, FN(exp)(VLOADU(x + i), nm));
