@@ -146,11 +146,20 @@ def git_info() -> dict[str, Any]:
             return None
         return r.stdout.strip() if r.returncode == 0 else None
 
-    status = run("status", "--porcelain", "--untracked-files=no")
+    diff = run("diff", "--name-only", "HEAD")  # tracked files changed, staged or not
+    # What benchmark runs write (bench/results, the README's targets section) does not make the
+    # measured code dirty: make bench runs bench.at_scale right after bench.run has written them.
+    changed = None if diff is None else diff.splitlines()
+    code = None if changed is None else [p for p in changed if not _benchmark_output(p)]
     return {
         "commit": run("rev-parse", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
+        "dirty": bool(code) if code is not None else None,
+        "changed": changed,
     }
+
+
+def _benchmark_output(path: str) -> bool:
+    return path.startswith("bench/results/") or path == "bench/README.md"
 
 
 # --------------------------------------------------------------------------------------------

@@ -446,3 +446,14 @@ def test_at_scale_quick_run(tmp_path):
     assert ("floor", "numpy", 1) in got and ("floor", "numpy", 2) not in got
     assert all(c["median_ns"] > 0 and c["rounds"] == 2 for c in result["cases"])
     assert {d["id"] for d in result["targets"]} == {"forward_vs_floor", "cross_entropy_vs_torch"}
+
+
+def test_git_info_ignores_what_benchmarks_write():
+    from bench import measure
+
+    assert measure._benchmark_output("bench/results/latest.json")
+    assert measure._benchmark_output("bench/README.md")
+    assert not measure._benchmark_output("bench/measure.py")
+    assert not measure._benchmark_output("csrc/kernels_simd.h")
+    info = measure.git_info()
+    assert info["dirty"] == any(not measure._benchmark_output(p) for p in info["changed"])
