@@ -82,11 +82,11 @@ figure, .cell_output img { break-inside: avoid; }
 div.cell_input, div.cell_output { break-inside: avoid; }
 h1, h2, h3, h4 { break-after: avoid; }
 .book-pdf-title { break-after: page; }
-.book-pdf-title .book-pdf-name { font-size: 2.2em; font-weight: 700; margin: 18vh 0 0.4em; }
-.book-pdf-title .book-pdf-author { font-size: 1.1em; margin-bottom: 3em; }
+.book-pdf-title .book-pdf-name { font-size: 2.2em; font-weight: 700; margin: 8vh 0 0.4em; }
+.book-pdf-title .book-pdf-author { font-size: 1.1em; margin-bottom: 2em; }
 .book-pdf-title .book-pdf-contents { font-size: 1.4em; font-weight: 700; margin-bottom: 0.6em; }
 .book-pdf-title ol { list-style: none; padding: 0; }
-.book-pdf-title li { display: flex; gap: 0.5em; margin: 0.25em 0; }
+.book-pdf-title li { display: flex; gap: 0.5em; margin: 0.15em 0; }
 .book-pdf-title li a { flex: 1; text-decoration: none; border-bottom: 1px dotted #999; }
 .book-pdf-title li .page { min-width: 3ch; text-align: right; }
 """

@@ -497,16 +497,16 @@ def softmax_vjp(y, dy, out=None, isa=None, threads=None, accurate=False) -> np.n
     return _run(op, y, dy, out, isa, threads)
 
 
-#: The forward pass's algorithms: ``"online"`` reads each row once from memory for its maximum
-#: and its sum (the state of :mod:`softmax_grad.online`, merged block by block), then writes y;
-#: ``"multipass"`` takes the maximum, the exponentials, their sum and the scaling as passes over
-#: the row, writing the exponentials into the output first.
+#: The forward pass's two algorithms. ``"online"`` reads each row once from memory for its
+#: maximum and its sum (the state of :func:`softmax_grad.merge_logsumexp`, merged block by block),
+#: then writes y; ``"multipass"`` takes the maximum, the exponentials, their sum and the scaling
+#: as passes over the row, writing the exponentials into the output first.
 SOFTMAX_ALGORITHMS = ("online", "multipass")
 
 #: The algorithm ``softmax(algorithm=None)`` takes (bench/README.md, "At scale", measures both).
 SOFTMAX_DEFAULT = "multipass"
 
-#: Elements per block of the online kernels: rows up to this long are one block, and the online
+#: The length of the online kernels' blocks. Rows up to this long are one block, and the online
 #: pass gives them the multipass kernel's bits.
 ONLINE_BLOCK = 4096
 
