@@ -95,10 +95,15 @@ def finish_logsumexp(state) -> np.ndarray:
         return _shift(m) + np.log(s)
 
 
-def _blocks(n: int, block: int):
+def _merged(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The state of the last axis of ``x``, merged left to right from blocks of ``block``."""
     if not isinstance(block, (int, np.integer)) or isinstance(block, bool) or block < 1:
         raise ValueError(f"block must be an integer >= 1, got {block!r}")
-    return range(0, max(n, 1), int(block))
+    block = int(block)
+    state = partial_logsumexp(x[..., :0])
+    for j in range(0, max(x.shape[-1], 1), block):
+        state = merge_logsumexp(state, partial_logsumexp(x[..., j : j + block]))
+    return state
 
 
 def online_logsumexp(x, axis: int = -1, block: int = DEFAULT_BLOCK) -> np.ndarray:
@@ -118,12 +123,7 @@ def online_logsumexp(x, axis: int = -1, block: int = DEFAULT_BLOCK) -> np.ndarra
     """
     (x,), back = as_working([x], ["x"])
     ax = normalize_axis(axis, x.ndim)
-    x = np.moveaxis(x, ax, -1)
-    n = x.shape[-1]
-    state = partial_logsumexp(x[..., :0])
-    for j in _blocks(n, block):
-        state = merge_logsumexp(state, partial_logsumexp(x[..., j : j + block]))
-    return returned(finish_logsumexp(state), back)
+    return returned(finish_logsumexp(_merged(np.moveaxis(x, ax, -1), block)), back)
 
 
 def online_softmax(x, axis: int = -1, block: int = DEFAULT_BLOCK, where=None) -> np.ndarray:
@@ -153,11 +153,7 @@ def online_softmax(x, axis: int = -1, block: int = DEFAULT_BLOCK, where=None) ->
     if mask is not None:
         x = np.where(mask, x, -np.inf)
     xt = np.moveaxis(x, ax, -1)
-    n = xt.shape[-1]
-    state = partial_logsumexp(xt[..., :0])
-    for j in _blocks(n, block):
-        state = merge_logsumexp(state, partial_logsumexp(xt[..., j : j + block]))
-    m, s = state
+    m, s = _merged(xt, block)
     s = np.where(np.isposinf(s), np.nan, s)  # a +inf logit: no defined softmax
     if mask is not None:  # nothing kept: probability 0, as softmax(where=)
         s = np.where(np.any(np.moveaxis(mask, ax, -1), axis=-1), s, 1)
