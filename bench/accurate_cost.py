@@ -22,8 +22,6 @@ accurate / plain per case, and writes JSON (``--out``, default
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +30,6 @@ import numpy as np
 
 from bench import measure
 
-HERE = Path(__file__).resolve().parent
 SHAPES = ((64, 1000), (1024, 1024), (256, 32000))
 DTYPES = ("float32", "float64")
 KINDS = ("bench", "confident")
@@ -154,21 +151,12 @@ def main(argv=None) -> int:
             f"{name:>9} {r['dtype']:8} {r['kind']:10} {r['confident_rows']:9.2f} {r['impl']:7} "
             f"{r['threads']:8} {r['ratio']:.2f} ({r['ratio_of_minima']:.2f})"
         )
-    result = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m bench.accurate_cost", *(argv or sys.argv[1:])]),
-        "machine": measure.machine_info(),
-        "git": measure.git_info(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "native_isa": native.isas()[-1],
-        "cases": cases,
-        "ratios": table,
-    }
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = args.out or HERE / "results" / f"accurate-cost-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {path}")
+    measure.write_result(
+        "accurate-cost",
+        ["python -m bench.accurate_cost", *(argv or sys.argv[1:])],
+        {"native_isa": native.isas()[-1], "cases": cases, "ratios": table},
+        args.out,
+    )
     return 0
 
 
